@@ -1,0 +1,1 @@
+"""sdis_tf.experiments."""
