@@ -1,4 +1,4 @@
-"""tf.distribute helpers: strategy construction and logical CPU devices for tests."""
+"""tf.distribute helpers: strategy creation, chief detection, logical CPU devices."""
 
 import tensorflow as tf
 
@@ -27,3 +27,56 @@ def split_cpu(num_devices: int) -> list:
         if len(existing) != num_devices:
             raise
     return tf.config.list_logical_devices("CPU")
+
+
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+
+
+def create_strategy(name: str, *, tpu: str = "") -> tf.distribute.Strategy:
+    """Creates the `tf.distribute` strategy named by `config.distribute`.
+
+    - "default": no distribution (the current default strategy, one device).
+    - "mirrored": `MirroredStrategy` over all local GPUs, or over all logical
+      CPUs when there is no GPU (see `split_cpu`).
+    - "multiworker": `MultiWorkerMirroredStrategy`; the cluster comes from the
+      `TF_CONFIG` environment variable (one process per machine).
+    - "tpu": `TPUStrategy` on the TPU named by `tpu` ("" = the local TPU VM or
+      the `TPU_NAME` environment variable).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"distribute must be one of {STRATEGIES}. Received: {name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def worker_id(strategy: tf.distribute.Strategy) -> int:
+    """This process's task id in a multi-worker cluster (0 without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 0
+    return int(resolver.task_id or 0)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory (summaries, metrics, checkpoints).
+
+    The chief is task "chief" if the cluster has one, else worker 0, else the
+    only process.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief

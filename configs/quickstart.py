@@ -1,0 +1,63 @@
+"""Quickstart: Theorem 3.1 on synthetic data, inner-Lasso versus inner-Ridge, on a CPU.
+
+    python main.py --config=configs/quickstart.py --workdir=runs/quickstart
+    python main.py --config=configs/quickstart.py:quick --workdir=/tmp/qs   # ~1 min
+    python main.py --config=configs/quickstart.py --config.data.rho=0.5 --workdir=runs/rho05
+
+Latents z in R^6 ~ N(0, Sigma_rho) (equicorrelated, rho = 0.9), observations
+x = g(z) in R^16 through a fixed random invertible leaky-ReLU MLP, T = 16
+tasks per step with Bernoulli(0.5) supports (never empty), 50 support + 50
+query samples per task, noise at 10% of the signal norm. An MLP encoder
+with per-task batch norm is trained through each head in `methods`; MCC
+and R are measured on held-out factorised latents (rho = eval.rho = 0).
+"""
+
+import ml_collections
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+    """The quickstart config; presets: "" (the benchmark), "quick", "tiny" (tests)."""
+    config = ml_collections.ConfigDict()
+    config.experiment = "quickstart"
+    config.seed = 0
+    config.distribute = "default"
+    config.methods = ("lasso", "ridge")
+
+    config.data = ml_collections.ConfigDict(dict(
+        num_latents=6, dim=16, rho=0.9, structure="equicorrelated",
+        mixing_layers=3, mixing_slope=0.2, mixing_condition=4.0,
+        n_support=50, n_query=50))
+    config.tasks = ml_collections.ConfigDict(dict(
+        kind="bernoulli", p=0.5, block_size=1, support_size=1,
+        noise="snr", noise_scale=0.1))
+    config.model = ml_collections.ConfigDict(dict(
+        hidden=(64, 64), activation="leaky_relu", momentum=0.9))
+    config.heads = ml_collections.ConfigDict(dict(
+        lasso=dict(eps=0.1, diff="implicit", tol=1e-5, max_epochs=500, unroll_epochs=50),
+        ridge=dict(eps=1e-7)))
+    config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3))
+    config.train = ml_collections.ConfigDict(dict(steps=2000, num_tasks=16, jit_compile=True))
+    config.eval = ml_collections.ConfigDict(dict(
+        every_steps=250, num_samples=5000, rho=0.0, num_tasks=32))
+    config.checkpoint_every_steps = 500
+    config.log_every_seconds = 10.0
+
+    if preset == "quick":
+        config.train.steps = 500
+        config.eval.every_steps = 100
+        config.checkpoint_every_steps = 100
+    elif preset == "tiny":
+        config.data.dim = 10
+        config.data.n_support = 12
+        config.data.n_query = 8
+        config.model.hidden = (16,)
+        config.train.steps = 6
+        config.train.num_tasks = 4
+        config.eval.every_steps = 3
+        config.eval.num_samples = 200
+        config.eval.num_tasks = 4
+        config.checkpoint_every_steps = 2
+        config.log_every_seconds = 0.0
+    elif preset:
+        raise ValueError(f"unknown preset {preset!r}; allowed: '', 'quick', 'tiny'")
+    return config

@@ -1,0 +1,526 @@
+// SdisLassoCd: batched (group) Lasso by block coordinate descent, CPU kernel.
+//
+// For every task t (X_t [n,m], Y_t [n,k], lam_t >= 0) the op minimises
+//
+//     P(W) = 1/(2n) ||Y - X W||_F^2 + lam * sum_j ||W_j||_2        W [m,k], row j = W_j
+//
+// (the plain Lasso when k = 1) exactly as sdis_tf.solvers.lasso does, and returns W, the
+// duality gap of the full problem, the number of coordinate-descent epochs and whether
+// gap <= tol * ||Y||_F^2 / (2n). Tasks run in parallel on TensorFlow's CPU thread pool.
+//
+// Algorithm (per task), after skglm's MultiTaskBCD (working sets) and Gap Safe screening:
+//   outer iteration:
+//     R = Y - X W (recomputed in double), G_j = X_j^T R for the features still in play,
+//     dual point and duality gap (below); stop when gap <= tol * ||Y||^2 / (2n);
+//     Gap Safe screening (below) removes features whose optimal W_j is provably 0;
+//     score every remaining feature by its distance to the subdifferential
+//       W_j != 0: || -G_j/n + lam W_j / ||W_j|| ||,   W_j = 0: max(0, ||G_j||/n - lam),
+//     working set = the support plus the worst violators, size max(p0, 2 |support|);
+//   inner loop: cyclic exact block minimisation over the working set,
+//       W_j <- BST(W_j + X_j^T R / ||X_j||^2, n lam / ||X_j||^2),  BST(v,t) = max(0, 1-t/||v||) v
+//     (L_j = ||X_j||^2 / n, step 1/L_j), until the largest violation met during an epoch is
+//     <= 0.3 x the outer violation (skglm's rule) or the epoch budget is spent.
+//   Columns with ||X_j|| = 0 are skipped and get W_j = 0.
+//
+// Dual point and gap. With s = max_j ||X_j^T R|| and alpha = min(1, n lam / s) the dual point is
+// theta = alpha R / (n lam), feasible (||X_j^T theta|| <= 1), and
+//     D(theta) = 1/(2n) ||Y||^2 - (n lam^2 / 2) ||Y/(n lam) - theta||^2
+//              = (||Y||^2 - ||Y - alpha R||^2) / (2n).
+// Using Y = X W + R, the gap P(W) - D(theta) becomes a sum of non-negative terms,
+//     gap = (1 - alpha)^2 ||R||^2 / (2n) + sum_j ( lam ||W_j|| - alpha <W_j, X_j^T R> / n ),
+// (each bracket is >= 0 because alpha ||X_j^T R|| <= n lam), which we evaluate in double:
+// no cancellation between P and D, and it stays defined for lam = 0 (alpha = 0 or 1).
+//
+// Gap Safe sphere for our 1/(2n) normalisation. D is (n lam^2)-strongly concave in theta and
+// theta* maximises it over a convex set containing theta, so
+//     (n lam^2 / 2) ||theta - theta*||^2 <= D(theta*) - D(theta) <= P(W) - D(theta) = gap,
+// i.e. ||theta - theta*|| <= r = sqrt(2 gap / n) / lam. At the optimum W*_j != 0 only if
+// ||X_j^T theta*|| = 1, and ||X_j^T theta*|| <= ||X_j^T theta|| + ||X_j|| r. Hence W*_j = 0 when
+//     alpha ||X_j^T R|| / (n lam) + ||X_j|| sqrt(2 gap / n) / lam < 1
+//  <=>  alpha ||X_j^T R|| + ||X_j|| sqrt(2 n gap) < n lam
+// (multiplying by n lam; for lam = 0 nothing is screened). This is the usual radius
+// sqrt(2 gap') / lam' of 1/2 ||Y - XW||^2 + lam' sum_j ||W_j|| with lam' = n lam, gap' = n gap.
+// Once features are screened the dual point is built from the remaining ones (a feasible point
+// of the reduced dual, whose optimum is the same theta*, so the bound still holds); before
+// declaring convergence the gap is recomputed with every feature, so the reported gap is always
+// the duality gap of the full problem.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace sdis_tf {
+namespace {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Status;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+namespace errors = ::tensorflow::errors;
+
+struct Options {
+  double tol;
+  int64_t max_epochs;
+  int64_t p0;
+  bool screen;
+};
+
+struct TaskStats {
+  double gap;
+  int32_t epochs;
+  bool converged;
+};
+
+// Solves one task. x: X [n,m] row-major, y: Y [n,k] row-major, w0 and w: W [m,k] row-major.
+template <typename S>
+class TaskSolver {
+ public:
+  TaskSolver(int64_t n, int64_t m, int64_t k, const Options& opt)
+      : n_(n), m_(m), k_(k), opt_(opt), xc_(m * n), sqn_(m), thr_(m), inv_sqn_(m),
+        active_(m), yd_(k * n), rd_(k * n), r_(k * n), g_(m * k), gnorm_(m), score_(m),
+        gbuf_(k), vbuf_(k) {
+    order_.reserve(m);
+    ws_.reserve(m);
+  }
+
+  TaskStats Solve(const S* x, const S* y, double lam, const S* w0, S* w) {
+    const double nd = static_cast<double>(n_);
+    std::copy(w0, w0 + m_ * k_, w);
+    if (!AllFinite(x, n_ * m_) || !AllFinite(y, n_ * k_) || !AllFinite(w0, m_ * k_) ||
+        !std::isfinite(lam)) {
+      std::fill(w, w + m_ * k_, std::numeric_limits<S>::quiet_NaN());
+      return {std::numeric_limits<double>::quiet_NaN(), 0, false};
+    }
+    Setup(x, y, lam, w);
+    double ynorm2 = 0.0;
+    for (double v : yd_) ynorm2 += v * v;
+    const double tol_abs = opt_.tol * ynorm2 / (2.0 * nd);
+
+    TaskStats stats{0.0, 0, false};
+    while (true) {
+      ComputeResidual(w);
+      ComputeGradient(/*screened=*/false);
+      double gap = Gap(w, lam, /*with_screened=*/false);
+      if (gap <= tol_abs && has_screened_) {
+        ComputeGradient(/*screened=*/true);
+        gap = Gap(w, lam, /*with_screened=*/true);
+      }
+      stats.gap = gap;
+      if (gap <= tol_abs) {
+        stats.converged = true;
+        break;
+      }
+      if (!std::isfinite(gap) || stats.epochs >= opt_.max_epochs) break;
+      if (opt_.screen) Screen(w, lam, gap);
+      const double outer_viol = BuildWorkingSet(w, lam);
+      const S tol_in = static_cast<S>(0.3 * outer_viol);
+      do {
+        const S viol = Epoch(w, static_cast<S>(lam));
+        ++stats.epochs;
+        if (viol <= tol_in) break;
+      } while (stats.epochs < opt_.max_epochs);
+    }
+    return stats;
+  }
+
+ private:
+  static bool AllFinite(const S* p, int64_t size) {
+    for (int64_t i = 0; i < size; ++i) {
+      if (!std::isfinite(p[i])) return false;
+    }
+    return true;
+  }
+
+  // Column-contiguous copy of X, squared column norms, step sizes and thresholds;
+  // zero columns are taken out of play with W_j = 0. Y is stored as k rows of length n.
+  void Setup(const S* x, const S* y, double lam, S* w) {
+    const double nd = static_cast<double>(n_);
+    for (int64_t i = 0; i < n_; ++i) {
+      for (int64_t j = 0; j < m_; ++j) xc_[j * n_ + i] = x[i * m_ + j];
+    }
+    has_screened_ = false;
+    for (int64_t j = 0; j < m_; ++j) {
+      const S* xj = &xc_[j * n_];
+      double s = 0.0;
+      for (int64_t i = 0; i < n_; ++i) s += static_cast<double>(xj[i]) * xj[i];
+      sqn_[j] = s;
+      active_[j] = s > 0.0 ? kActive : kZeroColumn;
+      if (s > 0.0) {
+        inv_sqn_[j] = static_cast<S>(1.0 / s);
+        thr_[j] = static_cast<S>(nd * lam / s);
+      } else {
+        std::fill(w + j * k_, w + (j + 1) * k_, S(0));
+      }
+    }
+    for (int64_t i = 0; i < n_; ++i) {
+      for (int64_t l = 0; l < k_; ++l) yd_[l * n_ + i] = y[i * k_ + l];
+    }
+  }
+
+  bool RowIsZero(const S* w, int64_t j) const {
+    for (int64_t l = 0; l < k_; ++l) {
+      if (w[j * k_ + l] != S(0)) return false;
+    }
+    return true;
+  }
+
+  // R = Y - X W in double (no drift from the incremental updates), copied to r_ for the epochs.
+  void ComputeResidual(const S* w) {
+    rd_ = yd_;
+    for (int64_t j = 0; j < m_; ++j) {
+      if (active_[j] != kActive) continue;
+      const S* xj = &xc_[j * n_];
+      for (int64_t l = 0; l < k_; ++l) {
+        const double wl = w[j * k_ + l];
+        if (wl == 0.0) continue;
+        double* rl = &rd_[l * n_];
+        for (int64_t i = 0; i < n_; ++i) rl[i] -= wl * xj[i];
+      }
+    }
+    for (int64_t q = 0; q < k_ * n_; ++q) r_[q] = static_cast<S>(rd_[q]);
+  }
+
+  // G_j = X_j^T R and ||G_j|| for the active features (or for the screened ones).
+  void ComputeGradient(bool screened) {
+    const int want = screened ? kScreened : kActive;
+    for (int64_t j = 0; j < m_; ++j) {
+      if (active_[j] != want) continue;
+      const S* xj = &xc_[j * n_];
+      double norm2 = 0.0;
+      for (int64_t l = 0; l < k_; ++l) {
+        const double* rl = &rd_[l * n_];
+        double acc = 0.0;
+        for (int64_t i = 0; i < n_; ++i) acc += xj[i] * rl[i];
+        g_[j * k_ + l] = acc;
+        norm2 += acc * acc;
+      }
+      gnorm_[j] = std::sqrt(norm2);
+    }
+  }
+
+  // Duality gap (see the header comment) with the dual point scaled on the active features,
+  // or on every non-zero column when with_screened.
+  double Gap(const S* w, double lam, bool with_screened) {
+    const double nd = static_cast<double>(n_);
+    double s = 0.0;
+    for (int64_t j = 0; j < m_; ++j) {
+      if (active_[j] == kActive || (with_screened && active_[j] == kScreened)) {
+        s = std::max(s, gnorm_[j]);
+      }
+    }
+    alpha_ = s <= nd * lam ? 1.0 : nd * lam / s;
+    double rnorm2 = 0.0;
+    for (double v : rd_) rnorm2 += v * v;
+    double gap = (1.0 - alpha_) * (1.0 - alpha_) * rnorm2 / (2.0 * nd);
+    for (int64_t j = 0; j < m_; ++j) {
+      if (active_[j] != kActive) continue;
+      double wn2 = 0.0, wg = 0.0;
+      for (int64_t l = 0; l < k_; ++l) {
+        const double wl = w[j * k_ + l];
+        wn2 += wl * wl;
+        wg += wl * g_[j * k_ + l];
+      }
+      if (wn2 > 0.0) gap += lam * std::sqrt(wn2) - alpha_ * wg / nd;
+    }
+    return gap;
+  }
+
+  // Gap Safe screening (derivation in the header comment). A screened feature leaves the
+  // problem for good; if its W_j was non-zero it is set to 0 and the residual updated.
+  void Screen(S* w, double lam, double gap) {
+    const double nd = static_cast<double>(n_);
+    const double radius = std::sqrt(2.0 * nd * std::max(gap, 0.0));
+    for (int64_t j = 0; j < m_; ++j) {
+      if (active_[j] != kActive) continue;
+      if (alpha_ * gnorm_[j] + std::sqrt(sqn_[j]) * radius >= nd * lam) continue;
+      active_[j] = kScreened;
+      has_screened_ = true;
+      const S* xj = &xc_[j * n_];
+      for (int64_t l = 0; l < k_; ++l) {
+        const S wl = w[j * k_ + l];
+        if (wl == S(0)) continue;
+        S* rl = &r_[l * n_];
+        for (int64_t i = 0; i < n_; ++i) rl[i] += wl * xj[i];
+        w[j * k_ + l] = S(0);
+      }
+    }
+  }
+
+  // Scores the active features by their distance to the subdifferential and fills ws_ with the
+  // support and the worst violators (sorted by index). Returns the largest violation.
+  double BuildWorkingSet(const S* w, double lam) {
+    const double nd = static_cast<double>(n_);
+    const double inf = std::numeric_limits<double>::infinity();
+    double max_viol = 0.0;
+    int64_t support = 0;
+    order_.clear();
+    for (int64_t j = 0; j < m_; ++j) {
+      if (active_[j] != kActive) continue;
+      order_.push_back(j);
+      double wn2 = 0.0;
+      for (int64_t l = 0; l < k_; ++l) wn2 += static_cast<double>(w[j * k_ + l]) * w[j * k_ + l];
+      double viol;
+      if (wn2 > 0.0) {
+        const double scale = lam / std::sqrt(wn2);
+        double d2 = 0.0;
+        for (int64_t l = 0; l < k_; ++l) {
+          const double d = -g_[j * k_ + l] / nd + scale * w[j * k_ + l];
+          d2 += d * d;
+        }
+        viol = std::sqrt(d2);
+        score_[j] = inf;
+        ++support;
+      } else {
+        viol = std::max(0.0, gnorm_[j] / nd - lam);
+        score_[j] = std::isnan(viol) ? inf : viol;
+      }
+      if (viol > max_viol) max_viol = viol;
+    }
+    const int64_t size = std::min<int64_t>(order_.size(), std::max(opt_.p0, 2 * support));
+    if (size < static_cast<int64_t>(order_.size())) {
+      std::nth_element(order_.begin(), order_.begin() + size, order_.end(),
+                       [this](int64_t a, int64_t b) { return score_[a] > score_[b]; });
+    }
+    ws_.assign(order_.begin(), order_.begin() + size);
+    std::sort(ws_.begin(), ws_.end());
+    return max_viol;
+  }
+
+  // One cyclic pass of exact block minimisation over the working set. Returns the largest
+  // distance to the subdifferential met (each feature measured just before its update).
+  S Epoch(S* w, S lam) {
+    const S inv_n = S(1) / static_cast<S>(n_);
+    S max_viol = S(0);
+    S* g = gbuf_.data();
+    S* v = vbuf_.data();
+    for (int64_t j : ws_) {
+      if (active_[j] != kActive) continue;
+      const S* xj = &xc_[j * n_];
+      S* wj = &w[j * k_];
+      S gn2 = S(0), wn2 = S(0), vn2 = S(0);
+      for (int64_t l = 0; l < k_; ++l) {
+        const S* rl = &r_[l * n_];
+        S acc = S(0);
+        for (int64_t i = 0; i < n_; ++i) acc += xj[i] * rl[i];
+        g[l] = acc;
+        gn2 += acc * acc;
+        wn2 += wj[l] * wj[l];
+        v[l] = wj[l] + acc * inv_sqn_[j];
+        vn2 += v[l] * v[l];
+      }
+      S viol;
+      if (wn2 > S(0)) {
+        const S scale = lam / std::sqrt(wn2);
+        S d2 = S(0);
+        for (int64_t l = 0; l < k_; ++l) {
+          const S d = -g[l] * inv_n + scale * wj[l];
+          d2 += d * d;
+        }
+        viol = std::sqrt(d2);
+      } else {
+        viol = std::max(S(0), std::sqrt(gn2) * inv_n - lam);
+      }
+      if (viol > max_viol) max_viol = viol;
+      const S vn = std::sqrt(vn2);
+      const S shrink = vn > thr_[j] ? S(1) - thr_[j] / vn : S(0);
+      for (int64_t l = 0; l < k_; ++l) {
+        const S delta = shrink * v[l] - wj[l];
+        if (delta == S(0)) continue;
+        S* rl = &r_[l * n_];
+        for (int64_t i = 0; i < n_; ++i) rl[i] -= delta * xj[i];
+        wj[l] += delta;
+      }
+    }
+    return max_viol;
+  }
+
+  static constexpr char kActive = 0;
+  static constexpr char kScreened = 1;
+  static constexpr char kZeroColumn = 2;
+
+  const int64_t n_, m_, k_;
+  const Options opt_;
+  std::vector<S> xc_;           // X column-major: column j at [j*n, (j+1)*n)
+  std::vector<double> sqn_;     // ||X_j||^2
+  std::vector<S> thr_;          // n lam / ||X_j||^2
+  std::vector<S> inv_sqn_;      // 1 / ||X_j||^2
+  std::vector<char> active_;    // kActive, kScreened or kZeroColumn
+  std::vector<double> yd_;      // Y, k rows of length n
+  std::vector<double> rd_;      // R = Y - X W, k rows of length n (outer iterations)
+  std::vector<S> r_;            // the same, updated by the epochs
+  std::vector<double> g_;       // X^T R [m,k]
+  std::vector<double> gnorm_;   // ||X_j^T R||
+  std::vector<double> score_;   // working-set scores
+  std::vector<S> gbuf_, vbuf_;  // per-feature scratch [k]
+  std::vector<int64_t> order_, ws_;
+  double alpha_ = 1.0;
+  bool has_screened_ = false;
+};
+
+Status SetShapes(InferenceContext* c) {
+  ShapeHandle x = c->input(0);
+  ShapeHandle y = c->input(1);
+  DimensionHandle tasks = c->UnknownDim(), features = c->UnknownDim();
+  if (c->RankKnown(x) && c->Rank(x) == 3) {
+    tasks = c->Dim(x, 0);
+    features = c->Dim(x, 2);
+  }
+  if (c->RankKnown(y) && c->Rank(y) == 2) {
+    c->set_output(0, c->Matrix(tasks, features));
+  } else if (c->RankKnown(y) && c->Rank(y) == 3) {
+    c->set_output(0, c->MakeShape({tasks, features, c->Dim(y, 2)}));
+  } else {
+    c->set_output(0, c->UnknownShape());
+  }
+  c->set_output(1, c->Vector(tasks));
+  c->set_output(2, c->Vector(tasks));
+  c->set_output(3, c->Vector(tasks));
+  return Status();
+}
+
+}  // namespace
+
+REGISTER_OP("SdisLassoCd")
+    .Input("x: T")
+    .Input("y: T")
+    .Input("lam: T")
+    .Input("w0: T")
+    .Input("tol: double")
+    .Output("w: T")
+    .Output("gap: T")
+    .Output("epochs: int32")
+    .Output("converged: bool")
+    .Attr("T: {float, double}")
+    .Attr("max_epochs: int = 1000")
+    .Attr("p0: int = 10")
+    .Attr("screen: bool = true")
+    .SetShapeFn(SetShapes)
+    .Doc(R"doc(
+Batched (group) Lasso: for each task t minimises
+1/(2n) ||Y_t - X_t W||_F^2 + lam_t sum_j ||W_j||_2 by coordinate descent with working sets
+and Gap Safe screening. x: [T,n,m]; y: [T,n] or [T,n,k]; lam: scalar or [T], >= 0;
+w0: warm start, the shape of w; tol: stop when gap <= tol ||Y_t||^2 / (2n).
+w: [T,m] or [T,m,k]; gap: duality gap [T]; epochs: coordinate-descent passes over the working
+sets [T]; converged: gap <= tol ||Y_t||^2 / (2n) [T].
+)doc");
+
+template <typename S>
+class LassoCdOp : public OpKernel {
+ public:
+  explicit LassoCdOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("max_epochs", &max_epochs_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("p0", &p0_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("screen", &screen_));
+    OP_REQUIRES(ctx, max_epochs_ >= 0,
+                errors::InvalidArgument("max_epochs must be >= 0, got ", max_epochs_));
+    OP_REQUIRES(ctx, p0_ >= 1, errors::InvalidArgument("p0 must be >= 1, got ", p0_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& y = ctx->input(1);
+    const Tensor& lam = ctx->input(2);
+    const Tensor& w0 = ctx->input(3);
+    const Tensor& tol = ctx->input(4);
+    OP_REQUIRES(ctx, x.dims() == 3,
+                errors::InvalidArgument("X must have shape [T, n, m], got shape ",
+                                        x.shape().DebugString()));
+    OP_REQUIRES(ctx, y.dims() == 2 || y.dims() == 3,
+                errors::InvalidArgument("Y must have shape [T, n] or [T, n, k], got shape ",
+                                        y.shape().DebugString()));
+    const int64_t tasks = x.dim_size(0), n = x.dim_size(1), m = x.dim_size(2);
+    OP_REQUIRES(ctx, y.dim_size(0) == tasks && y.dim_size(1) == n,
+                errors::InvalidArgument("X [T, n, m] and Y [T, n(, k)] must agree in T and n, "
+                                        "got X shape ", x.shape().DebugString(),
+                                        " and Y shape ", y.shape().DebugString()));
+    OP_REQUIRES(ctx, n >= 1,
+                errors::InvalidArgument("X must have at least one sample (n >= 1), got shape ",
+                                        x.shape().DebugString()));
+    const int64_t k = y.dims() == 3 ? y.dim_size(2) : 1;
+    OP_REQUIRES(ctx, lam.dims() == 0 || (lam.dims() == 1 && lam.dim_size(0) == tasks),
+                errors::InvalidArgument("lam must be a scalar or have shape [T] = [", tasks,
+                                        "], got shape ", lam.shape().DebugString()));
+    TensorShape w_shape({tasks, m});
+    if (y.dims() == 3) w_shape.AddDim(k);
+    OP_REQUIRES(ctx, w0.shape() == w_shape,
+                errors::InvalidArgument("W0 must have shape ", w_shape.DebugString(),
+                                        " ([T, m] for Y [T, n], [T, m, k] for Y [T, n, k]), got ",
+                                        w0.shape().DebugString()));
+    OP_REQUIRES(ctx, tol.dims() == 0,
+                errors::InvalidArgument("tol must be a scalar, got shape ",
+                                        tol.shape().DebugString()));
+    Options opt{tol.scalar<double>()(), max_epochs_, p0_, screen_};
+    OP_REQUIRES(ctx, opt.tol >= 0.0,
+                errors::InvalidArgument("tol must be >= 0, got ", opt.tol));
+
+    const S* lam_data = lam.flat<S>().data();
+    const bool lam_scalar = lam.dims() == 0;
+    for (int64_t t = 0; t < (lam_scalar ? 1 : tasks); ++t) {
+      OP_REQUIRES(ctx, !(lam_data[t] < S(0)),
+                  errors::InvalidArgument("lam must be >= 0, got lam[", t, "] = ",
+                                          static_cast<double>(lam_data[t])));
+    }
+
+    Tensor* w = nullptr;
+    Tensor* gap = nullptr;
+    Tensor* epochs = nullptr;
+    Tensor* converged = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w_shape, &w));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({tasks}), &gap));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({tasks}), &epochs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({tasks}), &converged));
+    if (tasks == 0) return;
+
+    const S* x_data = x.flat<S>().data();
+    const S* y_data = y.flat<S>().data();
+    const S* w0_data = w0.flat<S>().data();
+    S* w_data = w->flat<S>().data();
+    S* gap_data = gap->flat<S>().data();
+    int32_t* epochs_data = epochs->flat<int32_t>().data();
+    bool* converged_data = converged->flat<bool>().data();
+
+    auto work = [&](int64_t begin, int64_t end) {
+      TaskSolver<S> solver(n, m, k, opt);
+      for (int64_t t = begin; t < end; ++t) {
+        const double lam_t = static_cast<double>(lam_data[lam_scalar ? 0 : t]);
+        const TaskStats s = solver.Solve(x_data + t * n * m, y_data + t * n * k, lam_t,
+                                         w0_data + t * m * k, w_data + t * m * k);
+        gap_data[t] = static_cast<S>(s.gap);
+        epochs_data[t] = s.epochs;
+        converged_data[t] = s.converged;
+      }
+    };
+    // One task is at least a few epochs over X: large enough for Shard to give each thread
+    // whole tasks.
+    const int64_t cost_per_task = std::max<int64_t>(1, 100 * n * m * k);
+    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    ::tensorflow::Shard(threads->num_threads, threads->workers, tasks, cost_per_task, work);
+  }
+
+ private:
+  int64_t max_epochs_;
+  int64_t p0_;
+  bool screen_;
+};
+
+REGISTER_KERNEL_BUILDER(
+    Name("SdisLassoCd").Device(DEVICE_CPU).TypeConstraint<float>("T"), LassoCdOp<float>);
+REGISTER_KERNEL_BUILDER(
+    Name("SdisLassoCd").Device(DEVICE_CPU).TypeConstraint<double>("T"), LassoCdOp<double>);
+
+}  // namespace sdis_tf

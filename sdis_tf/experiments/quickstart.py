@@ -1,0 +1,261 @@
+"""Quickstart: identifiability through inner-Lasso (paper Theorem 3.1), on synthetic data.
+
+Trains one encoder per head in `config.methods` (workdir/<method>/ is a full
+run directory each), then writes workdir/results.json, a comparison figure
+workdir/quickstart.png and returns the table (method, MCC, R, time).
+
+Data (sdis_tf.data.synthetic): z ~ N(0, Sigma_rho) in R^m, x = g(z) in R^d,
+tasks y = z w_t + noise with sparse w_t (sdis_tf.data.tasks). Model: an MLP
+encoder with TaskBatchNorm (sdis_tf.models.mlp), the inner head
+`LassoHead(eps)` or `RidgeHead(eps)`, and the bilevel step of
+sdis_tf.train.bilevel.
+
+Evaluation (every eval.every_steps): MCC (Pearson + Hungarian) and R (mean
+sqrt R^2 of a linear regression) between z and the codes f(x) (inference
+mode) on eval.num_samples held-out latents drawn with correlation eval.rho
+(0 = factorised, the analogue of the paper's evaluation on the whole 3D
+Shapes grid), the same on the training distribution (mcc_train_dist), and the
+outer loss on eval.num_tasks held-out tasks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from sdis_tf import config_schema as cs
+from sdis_tf import layers, metrics
+from sdis_tf.data import synthetic
+from sdis_tf.data import tasks as tasks_lib
+from sdis_tf.models.mlp import ACTIVATIONS, MLPEncoder
+from sdis_tf.train import bilevel, distribute, loop, progress
+from sdis_tf.train.checkpoint import Checkpointer
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir
+
+METHODS = ("lasso", "ridge")
+
+SCHEMA = {
+    "experiment": cs.Choice("quickstart"),
+    "seed": cs.Int(min=0),
+    "distribute": cs.Choice(*distribute.STRATEGIES),
+    "methods": cs.Tuple(cs.Choice(*METHODS), unique=True),
+    "data": synthetic.SCHEMA,
+    "tasks": tasks_lib.SCHEMA,
+    "model": {
+        "hidden": cs.Tuple(cs.COUNT, min_len=0),
+        "activation": cs.Choice(*ACTIVATIONS),
+        "momentum": cs.Float(min=0.0, max=1.0, max_open=True),
+    },
+    "heads": {
+        "lasso": {
+            "eps": cs.Float(min=0.0, max=1.0, max_open=True),
+            "diff": cs.Choice("implicit", "unroll"),
+            "tol": cs.POSITIVE,
+            "max_epochs": cs.COUNT,
+            "unroll_epochs": cs.COUNT,
+        },
+        "ridge": {"eps": cs.NONNEGATIVE},
+    },
+    "optimizer": {"learning_rate": cs.POSITIVE},
+    "train": {"steps": cs.COUNT, "num_tasks": cs.COUNT, "jit_compile": cs.Bool()},
+    "eval": {
+        "every_steps": cs.COUNT,
+        "num_samples": cs.Int(min=16),
+        "rho": cs.CORRELATION,
+        "num_tasks": cs.COUNT,
+    },
+    "checkpoint_every_steps": cs.COUNT,
+    "log_every_seconds": cs.NONNEGATIVE,
+}
+
+
+def _cross_field(config: dict) -> list[str]:
+    problems = synthetic.schema_problems(config["data"])
+    problems += tasks_lib.schema_problems(config["tasks"], config["data"]["num_latents"])
+    if config["eval"]["num_samples"] < config["data"]["num_latents"] + 2:
+        problems.append(f"config.eval.num_samples = {config['eval']['num_samples']} must be "
+                        f">= num_latents + 2 (R regresses on all codes)")
+    return problems
+
+
+CONSTRAINTS = (_cross_field,)
+
+_TRAIN_STREAM, _EVAL_TASK_STREAM, _EVAL_STREAM, _EVAL_TRAIN_DIST_STREAM = range(4)
+
+
+def _stream_seed(seed: int, stream: int):
+    """The stateless seed [2] of one random stream of a run."""
+    return tf.constant([seed, stream], tf.int64)
+
+
+def make_head(method: str, heads: dict) -> keras.layers.Layer:
+    """The inner head of `method` ("lasso" or "ridge") from `config.heads`."""
+    if method == "lasso":
+        return layers.LassoHead(**heads["lasso"])
+    if method == "ridge":
+        return layers.RidgeHead(**heads["ridge"])
+    raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
+
+
+class _Experiment:
+    """The pieces of one method's run: data, model, trainer, evaluation."""
+
+    def __init__(self, config: dict, method: str, strategy: tf.distribute.Strategy):
+        data, self.config = config["data"], config
+        self.mixing = synthetic.Mixing(
+            config["seed"], data["num_latents"], data["dim"], num_layers=data["mixing_layers"],
+            slope=data["mixing_slope"], condition=data["mixing_condition"])
+        keras.utils.set_random_seed(config["seed"])
+        with strategy.scope():
+            self.encoder = MLPEncoder(data["num_latents"], **config["model"])
+            self.encoder(tf.zeros([1, data["dim"]]), training=False)
+            self.optimizer = keras.optimizers.Adam(config["optimizer"]["learning_rate"])
+            self.optimizer.build(self.encoder.trainable_variables)
+        self.head = make_head(method, config["heads"])
+        train_seed = _stream_seed(config["seed"], _TRAIN_STREAM)
+        self.trainer = bilevel.BilevelTrainer(
+            self.encoder, self.head, self.optimizer, strategy,
+            lambda step: self.sample(tf.random.experimental.stateless_fold_in(train_seed, step),
+                                     config["train"]["num_tasks"]),
+            num_tasks=config["train"]["num_tasks"], jit_compile=config["train"]["jit_compile"])
+        self._eval_data()
+        self._eval_loss = tf.function(self._eval_loss_fn)
+
+    def sample(self, seed, num_tasks: int) -> tasks_lib.TaskBatch:
+        data = self.config["data"]
+        batch, _ = synthetic.sample_tasks(
+            seed, self.mixing, num_tasks=num_tasks, n_support=data["n_support"],
+            n_query=data["n_query"], rho=data["rho"], structure=data["structure"],
+            tasks=self.config["tasks"])
+        return batch
+
+    def _eval_data(self):
+        seed, data, ev = self.config["seed"], self.config["data"], self.config["eval"]
+        self.eval_tasks = self.sample(_stream_seed(seed, _EVAL_TASK_STREAM), ev["num_tasks"])
+        self.eval_latents = {}
+        for name, stream, rho in (("", _EVAL_STREAM, ev["rho"]),
+                                  ("_train_dist", _EVAL_TRAIN_DIST_STREAM, data["rho"])):
+            z = synthetic.sample_latents(_stream_seed(seed, stream), (ev["num_samples"],),
+                                         data["num_latents"], rho, data["structure"])
+            self.eval_latents[name] = (z, self.mixing(z))
+
+    def _eval_loss_fn(self, batch):
+        encode = lambda x: self.encoder(x, training=False)
+        f_s, f_q = bilevel.encode_tasks(encode, batch)
+        losses, _ = bilevel.task_losses(self.head, f_s, batch.y_support, f_q, batch.y_query)
+        return tf.reduce_mean(losses)
+
+    def correlations(self):
+        """(|corr(z_i, code_pi(i))| matrix [m, m] with codes in matched order, mcc, r)."""
+        z, x = self.eval_latents[""]
+        z_hat = self.encoder(x, training=False).numpy()
+        score, permutation, _ = metrics.mcc(z.numpy(), z_hat, return_matching=True)
+        corr = np.abs(metrics.correlation_matrix(z.numpy(), z_hat))[:, permutation]
+        return corr, score, metrics.multiple_correlation(z.numpy(), z_hat)
+
+    def evaluate(self):
+        corr, score, r = self.correlations()
+        z, x = self.eval_latents["_train_dist"]
+        z_hat = self.encoder(x, training=False).numpy()
+        scalars = {"mcc": score, "r": r,
+                   "mcc_train_dist": metrics.mcc(z.numpy(), z_hat),
+                   "loss": float(self._eval_loss(self.eval_tasks))}
+        size = 16  # pixels per matrix entry
+        image = np.kron(corr, np.ones((size, size)))[None, :, :, None]
+        return scalars, {"abs_corr": tf.constant(image, tf.float32)}
+
+
+def train_and_evaluate(config: dict, method: str, workdir: str,
+                       strategy: tf.distribute.Strategy) -> dict:
+    """Trains the encoder through `method`'s head in `workdir`; returns the result.
+
+    The result: {"method", "step", "elapsed", "eval/...", "train/...",
+    "abs_corr": matched |corr| matrix as nested lists}. A finished workdir
+    returns its stored result without training.
+    """
+    chief = distribute.is_chief(strategy)
+    rundir = RunDir(workdir, chief=chief)
+    rundir.write_config({**config, "methods": [method]})
+    stored = rundir.result()
+    if stored is not None:
+        logging.info("[%s] finished run found in %s: not redone", method, workdir)
+        return stored
+    experiment = _Experiment(config, method, strategy)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, CHECKPOINTS), chief=chief, worker=distribute.worker_id(strategy),
+        model=experiment.encoder, optimizer=experiment.optimizer)
+    final = loop.fit(
+        train_step=experiment.trainer.train_step, evaluate=experiment.evaluate,
+        checkpointer=checkpointer, rundir=rundir, total_steps=config["train"]["steps"],
+        eval_every_steps=config["eval"]["every_steps"],
+        checkpoint_every_steps=config["checkpoint_every_steps"],
+        log_every_seconds=config["log_every_seconds"], name=method)
+    corr, _, _ = experiment.correlations()
+    result = {"method": method, **final, "abs_corr": corr.tolist()}
+    rundir.write_result(result)
+    rundir.close()
+    return result
+
+
+def format_table(results: list[dict]) -> str:
+    """A fixed-width table: method, MCC, R (factorised eval latents), training time."""
+    lines = [f"{'method':<8} {'MCC':>6} {'R':>6} {'time':>8}"]
+    for r in results:
+        lines.append(f"{r['method']:<8} {r['eval/mcc']:>6.3f} {r['eval/r']:>6.3f} "
+                     f"{progress.format_duration(r['elapsed']):>8}")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], histories: list[list[dict]], path: str) -> None:
+    """MCC and R over training for each method, and each method's matched |corr| matrix."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, 1 + len(results), figsize=(4.2 * (1 + len(results)), 3.6))
+    curves = axes[0]
+    for result, history in zip(results, histories):
+        steps = [h["step"] for h in history]
+        line, = curves.plot(steps, [h["eval/mcc"] for h in history], label=f"{result['method']} MCC")
+        curves.plot(steps, [h["eval/r"] for h in history], "--", color=line.get_color(),
+                    label=f"{result['method']} R")
+    curves.set(xlabel="outer step", ylabel="score", ylim=(0, 1.02), title="held-out latents")
+    curves.legend(loc="lower right", fontsize=8)
+    for ax, result in zip(axes[1:], results):
+        corr = np.array(result["abs_corr"])
+        ax.imshow(corr, vmin=0, vmax=1, cmap="viridis")
+        for (i, j), value in np.ndenumerate(corr):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.5 else "white")
+        ax.set(title=f"inner-{result['method']}: MCC {result['eval/mcc']:.3f}",
+               xlabel="code (matched order)", ylabel="true latent")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run(config, workdir: str) -> str:
+    """Runs every method of `config.methods`; returns the results table."""
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    strategy = distribute.create_strategy(config["distribute"])
+    chief = distribute.is_chief(strategy)
+    top = RunDir(workdir, chief=chief)
+    top.write_config(config)
+    results, histories = [], []
+    for method in config["methods"]:
+        sub = os.path.join(workdir, method)
+        results.append(train_and_evaluate(config, method, sub, strategy))
+        histories.append(RunDir(sub, chief=False).read_metrics())
+    table = format_table(results)
+    if chief:
+        top.write_result({"results": [{k: v for k, v in r.items() if k != "abs_corr"}
+                                      for r in results]})
+        plot(results, histories, os.path.join(workdir, "quickstart.png"))
+    logging.info("quickstart finished: %s/result.json, %s/quickstart.png", workdir, workdir)
+    return table

@@ -1,0 +1,10 @@
+"""Batched solvers of the inner problems, each returning a certificate."""
+
+from sdis_tf.solvers.lasso import (LassoResult, lasso, lasso_gap, lasso_lambda_max,
+                                   lasso_objective, lasso_unrolled)
+from sdis_tf.solvers.ridge import RidgeResult, ridge, ridge_lambda_max
+
+__all__ = [
+    "LassoResult", "lasso", "lasso_gap", "lasso_lambda_max", "lasso_objective",
+    "lasso_unrolled", "RidgeResult", "ridge", "ridge_lambda_max",
+]

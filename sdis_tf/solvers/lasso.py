@@ -1,0 +1,309 @@
+r"""Batched (group) Lasso by proximal block coordinate descent, with duality gaps.
+
+For each task t of a batch (X [T, n, m], Y [T, n, k], lam [T]) the solver
+minimises (paper eq. 6 with a Gaussian likelihood; MATH.md)
+
+    P(W) = 1/(2n) ||Y - X W||_F^2 + lam * sum_j ||W_j||_2,      W [m, k],
+
+the plain Lasso when k = 1 and the group Lasso on rows W_j otherwise (the
+paper's W in R^{k x m}, transposed). Coordinate step (exact minimisation over
+row j, L_j = ||X_j||^2 / n):
+
+    W_j <- BST(W_j - grad_j / L_j, lam / L_j),   grad_j = X_j^T (X W - Y) / n,
+
+skipping (zeroing) columns with L_j = 0. The step is 1/L_j, not the reference
+code's n-times-smaller 1/||X_j||^2 (REFERENCE_NOTES section 1).
+
+Certificate: with R = Y - X W, the dual point theta = R / (n max(lam, ||X^T R/n||_{2,inf}))
+is feasible and
+
+    D(theta) = 1/(2n) (||Y||^2 - ||Y - (lam / max(lam, ||X^T R/n||_{2,inf})) R||^2),
+    gap = P(W) - D(theta) >= 0, zero exactly at the optimum.
+
+A task stops when gap <= tol * P(0) = tol * ||Y||^2 / (2n) (scale free); it is
+then frozen, so its result does not depend on the other tasks of the batch.
+
+Two update schemes give the same iterates: Gram (G = X^T X / n precomputed,
+O(m k) per coordinate) when m <= n, residual (O(n k) per coordinate) otherwise.
+The solve runs as an XLA-compiled `tf.while_loop`; call it eagerly, inside
+`tf.function`, under `jit_compile=True` or in `strategy.run`.
+"""
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from sdis_tf.solvers import _batch
+from sdis_tf.solvers.prox import block_soft_threshold, safe_norm
+
+_METHODS = ("auto", "gram", "residual")
+
+
+class LassoResult(NamedTuple):
+    """Solution of a batch of Lasso problems.
+
+    Attributes:
+      W: [T, m] (targets [T, n]) or [T, m, k] (targets [T, n, k]).
+      gap: [T] duality gap P(W) - D(theta) at W.
+      epochs: [T] int32, epochs of coordinate descent run for each task.
+      converged: [T] bool, gap <= tol * ||Y||^2 / (2n).
+    """
+    W: tf.Tensor
+    gap: tf.Tensor
+    epochs: tf.Tensor
+    converged: tf.Tensor
+
+
+def lasso_lambda_max(X, Y):
+    """Smallest lam for which W = 0 solves the (group) Lasso: max_j ||X_j^T Y||_2 / n.
+
+    Args:
+      X: [T, n, m]. Y: [T, n] or [T, n, k].
+    Returns:
+      [T] tensor of X's dtype.
+    """
+    batch = _batch.as_batch(X, Y, name="lasso_lambda_max")
+    correlations = tf.linalg.matmul(batch.X, batch.Y, transpose_a=True) / _batch.num_samples(batch.X)
+    return tf.reduce_max(safe_norm(correlations, axis=-1), axis=-1)
+
+
+def _penalty(W3):
+    """sum_j ||W_j||_2 for W3 [T, m, k] -> [T]."""
+    return tf.reduce_sum(safe_norm(W3, axis=-1), axis=-1)
+
+
+def _objective_and_gap(W3, X, Y3, lam):
+    """P(W) and the duality gap, both [T], for W3 [T, m, k]."""
+    n = _batch.num_samples(X)
+    residual = Y3 - tf.linalg.matmul(X, W3)
+    datafit = 0.5 / n * tf.reduce_sum(tf.square(residual), axis=[1, 2])
+    primal = datafit + lam * _penalty(W3)
+    dual_norm = tf.reduce_max(
+        safe_norm(tf.linalg.matmul(X, residual, transpose_a=True) / n, axis=-1), axis=-1)
+    scale = tf.maximum(lam, dual_norm)
+    ratio = tf.math.divide_no_nan(lam, scale)[:, None, None]
+    dual = 0.5 / n * (tf.reduce_sum(tf.square(Y3), axis=[1, 2])
+                      - tf.reduce_sum(tf.square(Y3 - ratio * residual), axis=[1, 2]))
+    return primal, primal - dual
+
+
+def lasso_objective(W, X, Y, lam):
+    """P(W) = 1/(2n)||Y - X W||_F^2 + lam sum_j ||W_j||_2 per task -> [T]."""
+    batch = _batch.as_batch(X, Y, lam, name="lasso_objective")
+    W3 = W[..., None] if batch.single_output else W
+    return _objective_and_gap(W3, batch.X, batch.Y, batch.lam)[0]
+
+
+def lasso_gap(W, X, Y, lam):
+    """Duality gap at W per task -> [T] (see the module docstring)."""
+    batch = _batch.as_batch(X, Y, lam, name="lasso_gap")
+    W3 = W[..., None] if batch.single_output else W
+    return _objective_and_gap(W3, batch.X, batch.Y, batch.lam)[1]
+
+
+def _coordinate_step(w_old, grad, lipschitz, lam, active):
+    """Exact minimisation over one row for all tasks: [T, k] -> [T, k]."""
+    has_mass = lipschitz > 0
+    safe_l = tf.where(has_mass, lipschitz, tf.ones_like(lipschitz))
+    w_new = block_soft_threshold(w_old - grad / safe_l[:, None], (lam / safe_l)[:, None])
+    w_new = tf.where(has_mass[:, None], w_new, tf.zeros_like(w_new))
+    return tf.where(active[:, None], w_new, w_old)
+
+
+def _make_epoch(X, Y3, lam, method):
+    """Returns (init_aux(W_t), epoch(W_t, aux, active) -> (W_t, aux)).
+
+    W_t is the solution with the coordinate axis first, [m, T, k], so that one
+    coordinate is a contiguous slice updated in place.
+    """
+    n = _batch.num_samples(X)
+    m = tf.shape(X)[2]
+    if method == "gram":
+        gram = tf.linalg.matmul(X, X, transpose_a=True) / n          # [T, m, m]
+        gram_rows = tf.transpose(gram, [1, 0, 2])                     # [m, T, m]
+        corr_rows = tf.transpose(tf.linalg.matmul(X, Y3, transpose_a=True) / n, [1, 0, 2])
+        diag = tf.transpose(tf.linalg.diag_part(gram))                # [m, T]
+
+        def epoch(W_t, aux, active):
+            def body(j, W_t):
+                grad = tf.einsum("tm,mtk->tk", gram_rows[j], W_t) - corr_rows[j]
+                w_new = _coordinate_step(W_t[j], grad, diag[j], lam, active)
+                return j + 1, tf.tensor_scatter_nd_update(W_t, [[j]], w_new[None])
+            _, W_t = tf.while_loop(lambda j, _: j < m, body, (0, W_t), maximum_iterations=m)
+            return W_t, aux
+
+        return (lambda W_t: tf.zeros([], X.dtype)), epoch
+
+    columns = tf.transpose(X, [2, 0, 1])                              # [m, T, n]
+    diag = tf.reduce_sum(tf.square(columns), axis=-1) / n             # [m, T]
+
+    def init_residual(W_t):
+        return Y3 - tf.einsum("tnm,mtk->tnk", X, W_t)
+
+    def epoch(W_t, residual, active):
+        def body(j, W_t, residual):
+            column = columns[j]                                       # [T, n]
+            grad = -tf.einsum("tn,tnk->tk", column, residual) / n
+            w_old = W_t[j]
+            w_new = _coordinate_step(w_old, grad, diag[j], lam, active)
+            residual -= column[:, :, None] * (w_new - w_old)[:, None, :]
+            return j + 1, tf.tensor_scatter_nd_update(W_t, [[j]], w_new[None]), residual
+        _, W_t, residual = tf.while_loop(lambda j, *_: j < m, body, (0, W_t, residual),
+                                         maximum_iterations=m)
+        return W_t, residual
+
+    return init_residual, epoch
+
+
+def _resolve_method(method, X):
+    if method not in _METHODS:
+        raise ValueError(f"lasso: method must be one of {_METHODS}, got {method!r}.")
+    if method != "auto":
+        return method
+    n, m = X.shape[1], X.shape[2]
+    if n is None or m is None:
+        return "residual"
+    return "gram" if m <= n else "residual"
+
+
+def _solve(X, Y3, lam, W0, tol, max_epochs, method):
+    """Coordinate descent until every task's gap <= tol * P_t(0)."""
+    n = _batch.num_samples(X)
+    threshold = tol * 0.5 / n * tf.reduce_sum(tf.square(Y3), axis=[1, 2])
+    init_aux, epoch = _make_epoch(X, Y3, lam, method)
+    W_t = tf.transpose(W0, [1, 0, 2])
+    gap = _objective_and_gap(W0, X, Y3, lam)[1]
+    active = gap > threshold
+    epochs = tf.zeros_like(active, tf.int32)
+
+    def body(step, W_t, aux, active, epochs, gap):
+        W_t, aux = epoch(W_t, aux, active)
+        new_gap = _objective_and_gap(tf.transpose(W_t, [1, 0, 2]), X, Y3, lam)[1]
+        gap = tf.where(active, new_gap, gap)
+        epochs = tf.where(active, step + 1, epochs)
+        return step + 1, W_t, aux, active & (gap > threshold), epochs, gap
+
+    _, W_t, _, active, epochs, gap = tf.while_loop(
+        lambda step, W_t, aux, active, *_: (step < max_epochs) & tf.reduce_any(active),
+        body, (tf.constant(0), W_t, init_aux(W_t), active, epochs, gap),
+        maximum_iterations=max_epochs)
+    return LassoResult(tf.transpose(W_t, [1, 0, 2]), gap, epochs, ~active)
+
+
+_solve_compiled = tf.function(_solve, jit_compile=True, reduce_retracing=True)
+
+
+def _initial_point(W0, batch, name):
+    shape = tf.concat([tf.shape(batch.X)[::2], tf.shape(batch.Y)[2:]], axis=0)  # [T, m, k]
+    if W0 is None:
+        return tf.zeros(shape, batch.X.dtype)
+    W0 = tf.convert_to_tensor(W0, dtype=batch.X.dtype)
+    W0 = W0[..., None] if batch.single_output else W0
+    expected = tf.TensorShape([batch.X.shape[0], batch.X.shape[2], batch.Y.shape[2]])
+    if not W0.shape.is_compatible_with(expected):
+        raise ValueError(f"{name}: W0 must have the shape of the solution "
+                         f"{expected if not batch.single_output else expected[:2]}, "
+                         f"got {W0.shape if not batch.single_output else W0.shape[:2]}.")
+    return W0
+
+
+def _check_positive(value, what, name, integer=False):
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or (
+            value <= 0 if not integer else value < 0):
+        allowed = "an integer >= 0" if integer else "a number > 0"
+        raise ValueError(f"{name}: {what} must be {allowed}, got {value!r}.")
+
+
+def lasso(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None, method="auto"):
+    """Solves a batch of (group) Lasso problems by proximal coordinate descent.
+
+    Minimises, for each task t, 1/(2n) ||Y_t - X_t W||_F^2 + lam_t sum_j ||W_j||_2.
+
+    Args:
+      X: [T, n, m] features, float32 or float64.
+      Y: [T, n] targets (Lasso) or [T, n, k] (group Lasso over rows of W [m, k]).
+      lam: scalar or [T], >= 0 (lam >= lasso_lambda_max(X, Y) gives W = 0).
+      tol: stop a task when its duality gap <= tol * ||Y_t||^2 / (2n).
+      max_epochs: maximum number of passes over the m coordinates.
+      W0: optional warm start, shaped like the solution.
+      method: "gram" (precomputed X^T X, best for m <= n), "residual" (best for
+        m > n) or "auto" (chooses by the static shapes).
+    Returns:
+      LassoResult(W, gap, epochs, converged).
+    """
+    _check_positive(tol, "tol", "lasso")
+    _check_positive(max_epochs, "max_epochs", "lasso", integer=True)
+    batch = _batch.as_batch(X, Y, lam, name="lasso")
+    method = _resolve_method(method, batch.X)
+    W0 = _initial_point(W0, batch, "lasso")
+    result = _solve_compiled(batch.X, batch.Y, batch.lam, W0, tol, max_epochs, method)
+    return result._replace(W=_batch.restore_output_shape(result.W, batch.single_output))
+
+
+def lasso_unrolled(X, Y, lam, *, epochs, W0=None, method="auto"):
+    """Exactly `epochs` coordinate-descent epochs, differentiable by ordinary autodiff.
+
+    The unrolled alternative to implicit differentiation (`LassoHead(diff="unroll")`):
+    gradients flow through every coordinate update (the loop is a `tf.while_loop`
+    with a static trip count, so it also differentiates under XLA). Returns W only.
+    """
+    _check_positive(epochs, "epochs", "lasso_unrolled", integer=True)
+    batch = _batch.as_batch(X, Y, lam, name="lasso_unrolled")
+    method = _resolve_method(method, batch.X)
+    W0 = _initial_point(W0, batch, "lasso_unrolled")
+    init_aux, epoch = _make_epoch(batch.X, batch.Y, batch.lam, method)
+    active = tf.ones(tf.shape(batch.X)[:1], tf.bool)
+    W_t = tf.transpose(W0, [1, 0, 2])
+    _, W_t, _ = tf.while_loop(
+        lambda i, *_: i < epochs,
+        lambda i, W_t, aux: (i + 1, *epoch(W_t, aux, active)),
+        (0, W_t, init_aux(W_t)), maximum_iterations=epochs)
+    return _batch.restore_output_shape(tf.transpose(W_t, [1, 0, 2]), batch.single_output)
+
+
+def lasso_optimality(W3, X, Y3, lam):
+    r"""Support-restricted stationarity map F(W) of the (group) Lasso, zero at the solution.
+
+    With the support mask M_j = 1[||W_j|| > 0] and W_S = M * W,
+
+        F(W)_j = X_j^T (X W_S - Y) / n + lam W_j / ||W_j||   for j in S,
+        F(W)_j = W_j                                           for j not in S.
+
+    Off the support a small change of the data keeps W_j = 0 (strict KKT), so
+    the identity rows decouple; on it, dF/dW is the Hessian of the smooth part
+    plus lam (I - u u^T) / ||W_j|| (u = W_j/||W_j||), symmetric positive
+    (semi)definite. Shapes: W3 [T, m, k], X [T, n, m], Y3 [T, n, k], lam [T].
+    """
+    n = _batch.num_samples(X)
+    mask = tf.cast(safe_norm(W3, axis=-1, keepdims=True) > 0, W3.dtype)
+    W_support = mask * W3
+    smooth_grad = tf.linalg.matmul(X, tf.linalg.matmul(X, W_support) - Y3, transpose_a=True) / n
+    unit = tf.math.divide_no_nan(W_support, safe_norm(W_support, axis=-1, keepdims=True))
+    return mask * (smooth_grad + lam[:, None, None] * unit) + (1 - mask) * W3
+
+
+def support_hessian_matvec(W3, X, lam):
+    """V -> (dF/dW) V for `lasso_optimality` at W3, without autodiff (for CG).
+
+    Uses the Gram matrix when m <= n (O(m^2 k) per product), else two products
+    with X (O(n m k)).
+    """
+    n = _batch.num_samples(X)
+    norms = safe_norm(W3, axis=-1, keepdims=True)
+    mask = tf.cast(norms > 0, W3.dtype)
+    inv_norm = tf.math.divide_no_nan(mask, norms)
+    unit = W3 * inv_norm
+    curvature_scale = lam[:, None, None] * inv_norm
+    m_le_n = X.shape[2] is not None and X.shape[1] is not None and X.shape[2] <= X.shape[1]
+    gram = tf.linalg.matmul(X, X, transpose_a=True) / n if m_le_n else None
+
+    def matvec(V):
+        V_support = mask * V
+        if gram is not None:
+            smooth = tf.linalg.matmul(gram, V_support)
+        else:
+            smooth = tf.linalg.matmul(X, tf.linalg.matmul(X, V_support), transpose_a=True) / n
+        radial = tf.reduce_sum(unit * V_support, axis=-1, keepdims=True) * unit
+        return mask * (smooth + curvature_scale * (V_support - radial)) + (1 - mask) * V
+    return matvec

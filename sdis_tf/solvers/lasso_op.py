@@ -1,0 +1,132 @@
+r"""Batched (group) Lasso through the C++ custom op (`custom_ops/lasso_cd_op.cc`), CPU only.
+
+Same problem, result and stopping rule as `sdis_tf.solvers.lasso`: for each task t,
+
+    min_W 1/(2n) ||Y_t - X_t W||_F^2 + lam_t sum_j ||W_j||_2,     X [T,n,m], Y [T,n] or [T,n,k],
+
+stopping when the duality gap of the full problem is <= tol * ||Y_t||^2 / (2n). The kernel runs
+exact block coordinate descent on working sets grown from the violation of the optimality
+conditions (skglm style), with Gap Safe screening, one task per thread of TensorFlow's CPU pool.
+`epochs` counts passes over the working sets (each far cheaper than a pass over all m features).
+
+The op has no XLA kernel: it works eagerly and inside `tf.function`, not under
+`jit_compile=True`. It is registered with `tf.no_gradient`: its outputs are constants for
+autodiff, and differentiation goes through the implicit gradient of the caller
+(`sdis_tf.implicit`), which needs only the optimality condition, not the solver.
+
+The library is built by `python custom_ops/build.py` (`make setup`) and loaded lazily on first
+use. If it is missing or does not load, `op_available()` is False, one warning is issued, and
+importing sdis_tf still works.
+"""
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import tensorflow as tf
+
+from sdis_tf.solvers.lasso import LassoResult
+
+_OP_NAME = "SdisLassoCd"
+_BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "custom_ops" / "build.py"
+_FLOAT_DTYPES = (tf.float32, tf.float64)
+_state = {"tried": False, "module": None}
+
+
+def _build_module():
+    """custom_ops/build.py as a module (it is a script outside the package)."""
+    if not _BUILD_SCRIPT.exists():
+        raise FileNotFoundError(f"{_BUILD_SCRIPT} not found (sdis_tf not run from a checkout)")
+    spec = importlib.util.spec_from_file_location("_sdis_tf_custom_ops_build", _BUILD_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load(retry=False):
+    """The loaded op module, or None (with one warning) if the library is unavailable.
+
+    retry=True forgets an earlier failure, e.g. after building the library in-process.
+    """
+    if _state["module"] is not None or (_state["tried"] and not retry):
+        return _state["module"]
+    _state["tried"] = True
+    try:
+        path = _build_module().library_path()
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; run `python custom_ops/build.py`")
+        _state["module"] = tf.load_op_library(str(path))
+    except Exception as exc:  # a missing or broken library must never break sdis_tf
+        warnings.warn(f"sdis_tf: the C++ Lasso op is unavailable ({type(exc).__name__}: {exc}); "
+                      "the TensorFlow/XLA solvers are used instead.", RuntimeWarning, stacklevel=3)
+    return _state["module"]
+
+
+def op_available():
+    """True when the compiled Lasso op is loaded (loads it on first call)."""
+    return _load() is not None
+
+
+def _invalid(message):
+    return tf.errors.InvalidArgumentError(None, None, message)
+
+
+def _convert(value, dtype, name):
+    """value as a tensor of X's dtype; a tensor of another float dtype is an error."""
+    tensor = tf.convert_to_tensor(value, dtype_hint=dtype)
+    if tensor.dtype != dtype:
+        if name != "lam" or not (tensor.dtype.is_floating or tensor.dtype.is_integer):
+            raise _invalid(f"lasso_op: {name} must have the dtype of X ({dtype.name}), "
+                           f"got {tensor.dtype.name}.")
+        tensor = tf.cast(tensor, dtype)
+    return tensor
+
+
+def _check_options(tol, max_epochs):
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+        raise ValueError(f"lasso_op: tol must be a number > 0, got {tol!r}.")
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or not (
+            0 <= max_epochs < 2**31):
+        raise ValueError(f"lasso_op: max_epochs must be an integer in [0, 2**31), "
+                         f"got {max_epochs!r}.")
+
+
+def lasso_op(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None):
+    """Solves a batch of (group) Lasso problems with the C++ op.
+
+    Args:
+      X: [T, n, m] features, float32 or float64.
+      Y: [T, n] (Lasso) or [T, n, k] (group Lasso over rows of W [m, k]), X's dtype.
+      lam: scalar or [T], >= 0 (lam >= lasso_lambda_max(X, Y) gives W = 0 exactly).
+      tol: stop a task when its duality gap <= tol * ||Y_t||^2 / (2n).
+      max_epochs: maximum number of coordinate-descent passes (over working sets) per task.
+      W0: optional warm start shaped like the solution; zeros by default.
+    Returns:
+      LassoResult(W [T,m] or [T,m,k], gap [T], epochs [T] int32, converged [T] bool).
+    Raises:
+      tf.errors.InvalidArgumentError: bad shapes or dtypes, lam < 0.
+      ValueError: bad tol or max_epochs.
+      RuntimeError: the op library is unavailable (check `op_available()` first).
+    """
+    _check_options(tol, max_epochs)
+    module = _load()
+    if module is None:
+        raise RuntimeError("lasso_op: the C++ Lasso op is unavailable; run "
+                           "`python custom_ops/build.py` or use sdis_tf.solvers.lasso.")
+    X = tf.convert_to_tensor(X)
+    if X.dtype not in _FLOAT_DTYPES:
+        raise _invalid(f"lasso_op: X must be float32 or float64, got {X.dtype.name}.")
+    Y = _convert(Y, X.dtype, "Y")
+    lam = _convert(lam, X.dtype, "lam")
+    if W0 is None:
+        if Y.shape.rank not in (2, 3):
+            raise _invalid(f"lasso_op: Y must have shape [T, n] or [T, n, k], got {Y.shape}.")
+        W0 = tf.zeros(tf.concat([tf.shape(X)[::2], tf.shape(Y)[2:]], axis=0), X.dtype)
+    else:
+        W0 = _convert(W0, X.dtype, "W0")
+    W, gap, epochs, converged = module.sdis_lasso_cd(
+        X, Y, lam, W0, tf.constant(tol, tf.float64), max_epochs=max_epochs)
+    return LassoResult(W, gap, epochs, converged)
+
+
+tf.no_gradient(_OP_NAME)

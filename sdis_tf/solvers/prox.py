@@ -1,0 +1,38 @@
+"""Proximal operators and gradient-safe norms shared by the solvers.
+
+All functions are batched (any leading axes) and differentiable everywhere with
+finite gradients: norms of zero vectors and thresholds of zero vectors give 0,
+never 0/0 (the reference code's NaN risk, REFERENCE_NOTES section 4.11).
+"""
+
+import tensorflow as tf
+
+
+def safe_norm(v, axis=-1, keepdims=False):
+    """Euclidean norm ||v||_2 over `axis`, with gradient 0 (not NaN) at v = 0.
+
+    Uses the double-`where` pattern: the square root never sees 0, so its
+    derivative is finite on both branches.
+    """
+    squared = tf.reduce_sum(tf.square(v), axis=axis, keepdims=keepdims)
+    positive = squared > 0
+    return tf.where(positive, tf.sqrt(tf.where(positive, squared, tf.ones_like(squared))),
+                    tf.zeros_like(squared))
+
+
+def block_soft_threshold(v, threshold, axis=-1):
+    """Block soft-thresholding, the prox of t * ||.||_2 (the group-Lasso prox).
+
+        BST(v, t) = max(0, 1 - t / ||v||_2) * v
+                  = argmin_u 1/2 ||u - v||^2 + t ||u||_2,
+
+    the norm taken over `axis`. For a block of size 1 this is the scalar soft
+    threshold sign(v) max(|v| - t, 0). `threshold` (t >= 0) broadcasts against
+    `v` with `axis` kept (e.g. shape [T, 1] for v [T, k]). BST(0, t) = 0 with a
+    finite gradient.
+    """
+    norm = safe_norm(v, axis=axis, keepdims=True)
+    positive = norm > 0
+    safe = tf.where(positive, norm, tf.ones_like(norm))
+    scale = tf.where(positive, tf.nn.relu(1.0 - threshold / safe), tf.zeros_like(norm))
+    return scale * v

@@ -1,0 +1,160 @@
+r"""The bilevel regression step: encoder -> inner head -> outer loss -> encoder update.
+
+For T tasks with support sets (x_s, y_s) and query sets (x_q, y_q):
+
+    F_t = f(x_t)                                      features [T, n, m]
+    W_t = argmin_W 1/(2 n_s) ||y_s - F_s W||^2 + R(W)  (the head: Lasso, ridge, ...)
+    L   = 1/T sum_t 1/(2 n_q) ||y_q - F_q W_t||^2     (outer loss)
+
+and one optimizer step on the encoder's weights with dL/dtheta, the gradient
+flowing through W_t by the head's implicit (or unrolled) differentiation.
+Support and query samples go through the encoder together, so a per-task batch
+norm (TaskBatchNorm) normalises both with the same statistics. Without a
+query set (`TaskBatch.x_query is None`) the outer loss is measured on the
+support samples (the reference's `--no_inner_outer_split`).
+
+Encoder contract (any Keras model; an MLP for the quickstart, a conv net for
+3D Shapes): x [T, n, ...] -> features [T, n, m] with `training=True`, any
+[..., d] -> [..., m] with `training=False`.
+
+Distribution: the step runs under `strategy.run`; replica r of R takes tasks
+[r T/R, (r+1) T/R) of the global batch (T must be a multiple of R), and
+scales its summed task losses by 1/T, so the optimizer's sum of replica
+gradients is the gradient of the global mean. Non-trainable state
+(TaskBatchNorm moving statistics) is averaged over replicas, which equals the
+single-device average over tasks. The encoder is called through
+`stateless_call`, so the loss and gradient computation is a pure function
+that XLA compiles (`jit_compile=True`); variable updates happen outside it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from sdis_tf.data.tasks import TaskBatch
+
+SampleBatch = Callable[[tf.Tensor], TaskBatch]
+"""sample_batch(step) -> TaskBatch of the global T tasks of batch `step` (stateless)."""
+
+
+def predictions(features: tf.Tensor, W: tf.Tensor) -> tf.Tensor:
+    """y_hat = F W per task: F [T, n, m], W [T, m] -> [T, n] (or W [T, m, k] -> [T, n, k])."""
+    if W.shape.rank == 2:
+        return tf.einsum("tnm,tm->tn", features, W)
+    return tf.einsum("tnm,tmk->tnk", features, W)
+
+
+def task_losses(head: keras.layers.Layer, features_support, y_support,
+                features_query=None, y_query=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-task outer losses 1/(2 n_q) ||y_q - F_q W_t||^2 [T] and the weights W [T, m].
+
+    W_t = head((F_s, y_s)). Without a query set the loss uses the support set.
+    """
+    W = head((features_support, y_support))
+    if features_query is None:
+        features_query, y_query = features_support, y_support
+    residual = y_query - predictions(features_query, W)
+    axes = list(range(1, residual.shape.rank))
+    return 0.5 * tf.reduce_mean(tf.square(residual), axis=axes), W
+
+
+def encode_tasks(encode: Callable, batch: TaskBatch):
+    """Encodes support and query samples together: returns (F_s, F_q or None)."""
+    if batch.x_query is None:
+        return encode(batch.x_support), None
+    n_support = tf.shape(batch.x_support)[1]
+    features = encode(tf.concat([batch.x_support, batch.x_query], axis=1))
+    return features[:, :n_support], features[:, n_support:]
+
+
+def _replica_slice(batch: TaskBatch) -> TaskBatch:
+    """This replica's share of the global batch's tasks (leading axis)."""
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync
+    if replicas == 1:
+        return batch
+    per_replica = tf.shape(batch.x_support)[0] // replicas
+    start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
+    return tf.nest.map_structure(lambda t: t[start:start + per_replica], batch)
+
+
+class BilevelTrainer:
+    """One `tf.function` outer step on the encoder (see the module docstring).
+
+    Build the encoder and the optimizer under `strategy.scope()` and call
+    `optimizer.build(encoder.trainable_variables)` there before the first
+    step (a Keras 3 requirement under tf.distribute).
+
+    Args:
+      encoder: a built Keras model (see the encoder contract above).
+      head: the inner-problem layer, `(features, targets) -> W`.
+      optimizer: a built Keras optimizer for `encoder.trainable_variables`.
+      strategy: the tf.distribute strategy the variables live in.
+      sample_batch: step -> global TaskBatch (T tasks), stateless in the step.
+      num_tasks: T, a multiple of `strategy.num_replicas_in_sync`.
+      jit_compile: XLA-compile the loss and gradient computation.
+    """
+
+    def __init__(self, encoder: keras.Model, head: keras.layers.Layer,
+                 optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
+                 sample_batch: SampleBatch, *, num_tasks: int, jit_compile: bool = True):
+        replicas = strategy.num_replicas_in_sync
+        if num_tasks % replicas:
+            raise ValueError(f"num_tasks={num_tasks} must be a multiple of the number of "
+                             f"replicas ({replicas}) to split the tasks evenly")
+        self.encoder, self.head, self.optimizer = encoder, head, optimizer
+        self.strategy, self.sample_batch, self.num_tasks = strategy, sample_batch, num_tasks
+        self._loss_and_grads = tf.function(self._loss_and_grads_fn, jit_compile=jit_compile)
+        self._step = tf.function(self._step_fn)
+
+    def _loss_and_grads_fn(self, trainable, non_trainable, batch):
+        """Pure: (weights, state, batch) -> (sum of task losses / T, grads, new state, support)."""
+        new_state = []
+
+        def encode(x):
+            features, state = self.encoder.stateless_call(trainable, non_trainable, x,
+                                                          training=True)
+            new_state[:] = state
+            return features
+
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            f_s, f_q = encode_tasks(encode, batch)
+            losses, W = task_losses(self.head, f_s, batch.y_support, f_q, batch.y_query)
+            loss = tf.reduce_sum(losses) / self.num_tasks
+        grads = tape.gradient(loss, trainable)
+        support = tf.reduce_sum(tf.reduce_mean(tf.cast(W != 0, loss.dtype), axis=1))
+        return loss, grads, new_state, support / self.num_tasks
+
+    def _replica_step(self, step):
+        ctx = tf.distribute.get_replica_context()
+        batch = _replica_slice(self.sample_batch(step))
+        variables = self.encoder.trainable_variables
+        loss, grads, state, support = self._loss_and_grads(
+            [v.value for v in variables],
+            [v.value for v in self.encoder.non_trainable_variables], batch)
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        state = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, state) if state else state
+        for variable, value in zip(self.encoder.non_trainable_variables, state):
+            variable.assign(value)
+        return {"loss": loss, "grad_norm": tf.linalg.global_norm(summed), "support": support}
+
+    def _step_fn(self, step):
+        per_replica = self.strategy.run(self._replica_step, args=(step,))
+        reduce = lambda op, value: self.strategy.reduce(op, value, axis=None)
+        return {"loss": reduce(tf.distribute.ReduceOp.SUM, per_replica["loss"]),
+                "support": reduce(tf.distribute.ReduceOp.SUM, per_replica["support"]),
+                "grad_norm": reduce(tf.distribute.ReduceOp.MEAN, per_replica["grad_norm"])}
+
+    def train_step(self, step: int) -> dict[str, tf.Tensor]:
+        """Runs outer step on data batch `step`; returns global train metrics.
+
+        Metrics: "loss" (mean outer loss over the T tasks), "grad_norm" (norm of
+        the gradient of that loss), "support" (mean fraction of nonzero
+        entries of W_t).
+        """
+        return self._step(tf.constant(step, tf.int64))

@@ -1,0 +1,135 @@
+"""The training loop shared by every experiment: resume, evaluate, checkpoint, stop cleanly.
+
+`fit` runs steps [start, total) where start is restored from the latest
+checkpoint, so rerunning a killed run continues it, and rerunning a finished
+run does no training. Around the steps it
+
+- evaluates every `eval_every_steps` (and at steps 0 and total), appending
+  one record to metrics.jsonl (train/ metrics of the last step, eval/ metrics)
+  and writing TensorBoard summaries;
+- checkpoints every `checkpoint_every_steps` and at the end;
+- logs a progress line at least every `log_every_seconds`;
+- on SIGTERM or SIGINT finishes the current step, checkpoints and raises
+  `Interrupted` (main.py turns it into a clean exit);
+- on a non-finite train metric (loss, gradient norm) raises
+  `NonFiniteError` naming the step, without checkpointing, so the latest
+  checkpoint on disk is the last good state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from typing import Callable, Mapping
+
+import tensorflow as tf
+from absl import logging
+
+from sdis_tf.train.checkpoint import Checkpointer
+from sdis_tf.train.progress import Progress
+from sdis_tf.train.rundir import RunDir
+
+TrainStep = Callable[[int], Mapping[str, tf.Tensor]]
+"""train_step(step) -> train metrics (scalars), running data batch number `step`."""
+
+Evaluate = Callable[[], tuple[Mapping[str, float], Mapping[str, tf.Tensor]]]
+"""evaluate() -> (eval scalars, TensorBoard images [k, h, w, c])."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"stopped by signal {signal.Signals(signum).name} at step {step}; "
+                         f"checkpoint {checkpoint}; rerun the same command to resume")
+
+
+class NonFiniteError(FloatingPointError):
+    """A train metric became NaN or infinite."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals(signums=(signal.SIGTERM, signal.SIGINT)):
+    """Yields a list that receives the number of any caught signal.
+
+    Handlers are only installed in the main thread (Python's rule); elsewhere
+    signals keep their default behaviour.
+    """
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in signums}
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def fit(*, train_step: TrainStep, evaluate: Evaluate, checkpointer: Checkpointer,
+        rundir: RunDir, total_steps: int, eval_every_steps: int,
+        checkpoint_every_steps: int, log_every_seconds: float = 30.0,
+        name: str = "") -> dict:
+    """Trains to `total_steps` from the latest checkpoint; returns the final record.
+
+    The final record is {"step": total_steps, "time", "elapsed", train/..., eval/...},
+    `elapsed` being the run's seconds of training and evaluation summed over
+    resumes. See the module docstring for everything else.
+    """
+    start = checkpointer.restore()
+    rundir.truncate_metrics(start)
+    if start:
+        logging.info("%sresuming from step %d (%s)", f"[{name}] " if name else "", start,
+                     checkpointer.latest)
+    clock_start = time.monotonic()
+    elapsed_before = float(checkpointer.elapsed.numpy())
+
+    def elapsed():
+        return elapsed_before + time.monotonic() - clock_start
+
+    def record(step, train_metrics):
+        scalars, images = evaluate()
+        metrics = {**{f"train/{k}": v for k, v in train_metrics.items()},
+                   **{f"eval/{k}": v for k, v in scalars.items()}}
+        rundir.write_summaries(step, metrics, {f"eval/{k}": v for k, v in images.items()})
+        return rundir.append_metrics(step, time.time(), {"elapsed": elapsed(), **metrics})
+
+    progress = Progress(total_steps, start, every_seconds=log_every_seconds, name=name)
+    last = record(0, {}) if start == 0 else None
+    train_metrics: dict[str, float] = {}
+    with _stop_on_signals() as caught:
+        for step in range(start, total_steps):
+            train_metrics = {k: float(v) for k, v in train_step(step).items()}
+            bad = sorted(k for k, v in train_metrics.items() if not math.isfinite(v))
+            if bad:
+                raise NonFiniteError(
+                    f"non-finite {', '.join(f'train/{k}={train_metrics[k]}' for k in bad)} at "
+                    f"step {step + 1} (batch {step}); nothing saved after it; last good "
+                    f"checkpoint: {checkpointer.latest or 'none'}")
+            done = step + 1
+            if done % eval_every_steps == 0 or done == total_steps:
+                last = record(done, train_metrics)
+            if done % checkpoint_every_steps == 0 or done == total_steps:
+                checkpointer.save(done, elapsed())
+            latest = {k: v for k, v in (last or {}).items() if k.startswith("eval/")}
+            progress.update(done, {**{f"train/{k}": v for k, v in train_metrics.items()},
+                                   **latest}, force=done == total_steps)
+            if caught:
+                path = checkpointer.latest if done % checkpoint_every_steps == 0 or \
+                    done == total_steps else checkpointer.save(done, elapsed())
+                raise Interrupted(caught[0], done, path)
+    if last is None:  # Restored at the end: the run's last record is on disk.
+        records = rundir.read_metrics()
+        if records and records[-1]["step"] == total_steps:
+            return records[-1]
+        scalars, _ = evaluate()
+        last = {"step": total_steps, "time": time.time(),
+                "elapsed": float(checkpointer.elapsed.numpy()),
+                **{f"eval/{k}": v for k, v in scalars.items()}}
+    return last

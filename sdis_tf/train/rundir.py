@@ -1,0 +1,171 @@
+"""The run directory: the only output of a run, and what a rerun resumes from.
+
+    workdir/
+      config.json      the resolved config (written once; a rerun must match it)
+      metrics.jsonl    one JSON object per evaluation: {"step", "time", "train/...", "eval/..."}
+      result.json      written last: the run is finished and is not redone
+      tensorboard/     TensorBoard event files (scalars, images)
+      checkpoints/     tf.train.CheckpointManager files (see checkpoint.py)
+
+Every file is written atomically: to a temporary file in the same directory,
+then `os.replace`d, so a crash (even SIGKILL) never leaves half a file. Only
+the chief process writes (`chief=False` makes every write a no-op).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any, Mapping
+
+import tensorflow as tf
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+TENSORBOARD = "tensorboard"
+CHECKPOINTS = "checkpoints"
+
+RESUMABLE_KEYS = frozenset({"distribute", "tpu", "log_every_seconds"})
+"""Top-level config keys a rerun may change (the hardware, the log cadence)."""
+
+
+def atomic_write(path: str, text: str) -> None:
+    """Writes `text` to `path` via a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _json_value(value: Any) -> Any:
+    """Python floats for JSON; non-finite numbers become strings ("nan", "inf")."""
+    value = float(value) if hasattr(value, "__float__") else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class ConfigMismatchError(ValueError):
+    """The workdir holds a run with another config."""
+
+
+class RunDir:
+    """Reads and writes one run directory (see the module docstring).
+
+    Args:
+      workdir: the directory (created if missing).
+      chief: whether this process writes.
+    """
+
+    def __init__(self, workdir: str, chief: bool = True):
+        self.workdir = workdir
+        self.chief = chief
+        if chief:
+            os.makedirs(workdir, exist_ok=True)
+        self._writer = None
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.workdir, name)
+
+    def write_config(self, config: Mapping) -> None:
+        """Writes config.json, or checks that a rerun uses the same config.
+
+        Raises:
+          ConfigMismatchError: the existing config.json differs in a key
+            outside `RESUMABLE_KEYS`; the message lists the differences.
+        """
+        config = json.loads(json.dumps(config))  # tuples -> lists, as read back.
+        path = self.path(CONFIG)
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            diffs = _diff(old, config)
+            fatal = [d for d in diffs if d[0].split(".")[0] not in RESUMABLE_KEYS]
+            if fatal:
+                lines = [f"config.{k}: {a!r} in the workdir, {b!r} now" for k, a, b in fatal]
+                raise ConfigMismatchError(
+                    f"{self.workdir} holds a run with another config; use a new --workdir "
+                    "or the same config:\n  " + "\n  ".join(lines))
+            if not diffs:
+                return
+        if self.chief:
+            atomic_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        """The evaluations recorded so far, oldest first."""
+        path = self.path(METRICS)
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drops evaluations after `step` (written after the checkpoint we resume from)."""
+        records = self.read_metrics()
+        kept = [r for r in records if r["step"] <= step]
+        if self.chief and len(kept) != len(records):
+            atomic_write(self.path(METRICS), "".join(json.dumps(r) + "\n" for r in kept))
+
+    def append_metrics(self, step: int, wall_time: float, metrics: Mapping[str, Any]) -> dict:
+        """Appends {"step", "time", **metrics} to metrics.jsonl (atomically) and returns it."""
+        record = {"step": int(step), "time": float(wall_time)}
+        record.update({k: _json_value(v) for k, v in sorted(metrics.items())})
+        if self.chief:
+            lines = "".join(json.dumps(r) + "\n" for r in self.read_metrics())
+            atomic_write(self.path(METRICS), lines + json.dumps(record) + "\n")
+        return record
+
+    def write_summaries(self, step: int, scalars: Mapping[str, Any],
+                        images: Mapping[str, tf.Tensor] | None = None) -> None:
+        """TensorBoard scalars (and images [k, h, w, c] in [0, 1]) at `step`."""
+        if not self.chief:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.path(TENSORBOARD))
+        with self._writer.as_default():
+            for name, value in scalars.items():
+                tf.summary.scalar(name, float(value), step=step)
+            for name, image in (images or {}).items():
+                tf.summary.image(name, image, step=step)
+        self._writer.flush()
+
+    def result(self) -> dict | None:
+        """The finished run's result, or None if the run is not finished."""
+        path = self.path(RESULT)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def write_result(self, result: Mapping[str, Any]) -> None:
+        """Marks the run finished (result.json); a rerun then returns it."""
+        if self.chief:
+            atomic_write(self.path(RESULT), json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs between two JSON trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            name = f"{prefix}.{key}" if prefix else key
+            out += _diff(old.get(key), new.get(key), name)
+        return out
+    return [] if old == new else [(prefix, old, new)]

@@ -1,0 +1,186 @@
+"""Batched (group) Lasso against scikit-learn, edge cases, certificates, XLA and tf.distribute."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.linear_model import Lasso, MultiTaskLasso
+
+from sdis_tf import solvers
+
+TIGHT = dict(tol=1e-14, max_epochs=50_000)
+
+
+def sklearn_solutions(X, Y, lam):
+    """Per-task scikit-learn solutions [T, m(, k)] with alpha = lam, no intercept."""
+    out = []
+    for X_t, Y_t, lam_t in zip(X, Y, np.broadcast_to(lam, X.shape[:1])):
+        est = (Lasso if Y_t.ndim == 1 else MultiTaskLasso)(
+            alpha=lam_t, fit_intercept=False, tol=1e-14, max_iter=1_000_000)
+        out.append(est.fit(X_t, Y_t).coef_.T)
+    return np.stack(out)
+
+
+def relative_objective_error(X, Y, lam, W):
+    ours = solvers.lasso_objective(W, X, Y, lam).numpy()
+    reference = solvers.lasso_objective(sklearn_solutions(X, Y, lam), X, Y, lam).numpy()
+    return np.max(np.abs(ours - reference) / np.abs(reference))
+
+
+@pytest.mark.parametrize("shape", [(4, 30, 10, 1), (3, 20, 40, 1), (3, 30, 8, 3), (2, 12, 30, 4)],
+                         ids=["lasso", "lasso-n<m", "group", "group-n<m"])
+def test_matches_sklearn(shape):
+    T, n, m, k = shape
+    rng = np.random.default_rng(sum(shape))
+    X = rng.standard_normal((T, n, m))
+    Y = rng.standard_normal((T, n) if k == 1 else (T, n, k))
+    lam = rng.uniform(0.05, 0.5, T) * solvers.lasso_lambda_max(X, Y).numpy()
+    result = solvers.lasso(X, Y, lam, **TIGHT)
+    assert result.W.shape == (T, m) if k == 1 else (T, m, k)
+    assert bool(tf.reduce_all(result.converged))
+    assert relative_objective_error(X, Y, lam, result.W.numpy()) < 1e-8
+    if n > m:  # strictly convex: the solution is unique
+        np.testing.assert_allclose(result.W.numpy(), sklearn_solutions(X, Y, lam), atol=1e-7)
+
+
+def test_gap_is_a_certificate():
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((5, 25, 12)), rng.standard_normal((5, 25))
+    lam = 0.2 * solvers.lasso_lambda_max(X, Y)
+    result = solvers.lasso(X, Y, lam, tol=1e-8)
+    p0 = 0.5 / 25 * np.sum(Y ** 2, axis=1)
+    assert np.all(result.gap.numpy() >= -1e-12)
+    assert np.all(result.gap.numpy() <= 1e-8 * p0)
+    # Weak duality at arbitrary points, and the gap bounds the suboptimality.
+    W_random = rng.standard_normal((5, 12))
+    assert np.all(solvers.lasso_gap(W_random, X, Y, lam).numpy() > 0)
+    optimum = solvers.lasso_objective(solvers.lasso(X, Y, lam, **TIGHT).W, X, Y, lam)
+    suboptimality = solvers.lasso_objective(result.W, X, Y, lam) - optimum
+    assert np.all(suboptimality.numpy() <= result.gap.numpy() + 1e-14)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lambda_max_is_the_zero_threshold(k):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((3, 20, 15))
+    Y = rng.standard_normal((3, 20) if k == 1 else (3, 20, k))
+    lam_max = solvers.lasso_lambda_max(X, Y)
+    at_max = solvers.lasso(X, Y, lam_max, **TIGHT)
+    assert np.all(at_max.W.numpy() == 0.0)
+    assert np.all(at_max.epochs.numpy() == 0)
+    below = solvers.lasso(X, Y, 0.99 * lam_max, **TIGHT)
+    assert np.all(np.abs(below.W.numpy()).reshape(3, -1).max(axis=1) > 0)
+
+
+def test_zero_and_duplicated_columns():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((2, 20, 8))
+    X[:, :, 2] = 0.0
+    X[:, :, 5] = X[:, :, 4]
+    Y = rng.standard_normal((2, 20))
+    lam = 0.1 * solvers.lasso_lambda_max(X, Y).numpy()
+    W0 = np.ones((2, 8))  # a warm start that is wrong on the zero column
+    result = solvers.lasso(X, Y, lam, W0=W0, **TIGHT)
+    assert np.all(result.W.numpy()[:, 2] == 0.0)
+    assert relative_objective_error(X, Y, lam, result.W.numpy()) < 1e-8
+
+
+def test_constant_and_zero_targets():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3, 15, 6))
+    Y = np.stack([np.zeros(15), np.full(15, 2.0), rng.standard_normal(15)])
+    lam = np.array([0.1, 0.05, 0.1])
+    result = solvers.lasso(X, Y, lam, **TIGHT)
+    assert np.all(result.W.numpy()[0] == 0.0) and result.epochs.numpy()[0] == 0
+    np.testing.assert_allclose(result.W.numpy()[1:], sklearn_solutions(X[1:], Y[1:], lam[1:]),
+                               atol=1e-8)
+
+
+def test_tasks_are_independent_of_the_batch():
+    """A batch mixing trivial, easy and hard tasks gives each task its solo result."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((3, 20, 30))
+    X[2] = X[2] @ np.linalg.qr(rng.standard_normal((30, 30)))[0] * np.linspace(0.1, 3, 30)
+    Y = rng.standard_normal((3, 20))
+    lam = np.array([10.0, 0.5, 0.01]) * solvers.lasso_lambda_max(X, Y).numpy()
+    batched = solvers.lasso(X, Y, lam, tol=1e-10, max_epochs=100_000)
+    epochs = batched.epochs.numpy()
+    assert epochs[0] == 0 and epochs[1] < epochs[2]
+    for t in range(3):
+        alone = solvers.lasso(X[t:t + 1], Y[t:t + 1], lam[t:t + 1], tol=1e-10, max_epochs=100_000)
+        # Equal up to the rounding of XLA's batched reductions.
+        np.testing.assert_allclose(alone.W.numpy()[0], batched.W.numpy()[t], rtol=0, atol=1e-13)
+        assert alone.epochs.numpy()[0] == epochs[t]
+
+
+def test_warm_start_and_methods_agree():
+    rng = np.random.default_rng(6)
+    X, Y = rng.standard_normal((4, 25, 10)), rng.standard_normal((4, 25, 2))
+    lam_max = solvers.lasso_lambda_max(X, Y)
+    cold = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10)
+    gram = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, method="gram")
+    residual = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, method="residual")
+    np.testing.assert_allclose(gram.W.numpy(), residual.W.numpy(), atol=1e-9)
+    assert np.all(gram.epochs.numpy() == residual.epochs.numpy())
+    warm = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, W0=cold.W)
+    assert np.all(warm.epochs.numpy() <= 1)
+    path = solvers.lasso(X, Y, 0.12 * lam_max, tol=1e-10)
+    from_path = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, W0=path.W)
+    assert from_path.epochs.numpy().sum() < cold.epochs.numpy().sum()
+
+
+def test_float32_matches_float64():
+    rng = np.random.default_rng(7)
+    X, Y = rng.standard_normal((4, 30, 6)), rng.standard_normal((4, 30))
+    lam = 0.1 * solvers.lasso_lambda_max(X, Y).numpy()
+    r64 = solvers.lasso(X, Y, lam, tol=1e-10)
+    r32 = solvers.lasso(X.astype(np.float32), Y.astype(np.float32), lam.astype(np.float32),
+                        tol=1e-5)
+    assert r32.W.dtype == tf.float32 and bool(tf.reduce_all(r32.converged))
+    np.testing.assert_allclose(r32.W.numpy(), r64.W.numpy(), atol=2e-3)
+
+
+def test_runs_under_jit_compile():
+    rng = np.random.default_rng(8)
+    X, Y = rng.standard_normal((3, 20, 7)), rng.standard_normal((3, 20))
+
+    @tf.function(jit_compile=True)
+    def solve(X, Y):
+        return solvers.lasso(X, Y, 0.2 * solvers.lasso_lambda_max(X, Y), tol=1e-10)
+
+    compiled = solve(tf.constant(X), tf.constant(Y))
+    eager = solvers.lasso(X, Y, 0.2 * solvers.lasso_lambda_max(X, Y), tol=1e-10)
+    np.testing.assert_allclose(compiled.W.numpy(), eager.W.numpy(), atol=1e-12)
+
+
+def test_runs_inside_mirrored_strategy():
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) == 2, "tests/conftest.py should provide 2 logical CPUs"
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    rng = np.random.default_rng(9)
+    X, Y = rng.standard_normal((4, 20, 6)), rng.standard_normal((4, 20))
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(4)
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+
+    @tf.function
+    def step(X, Y):
+        return solvers.lasso(X, Y, 0.1, tol=1e-10).W
+
+    per_replica = strategy.run(step, args=batch)
+    gathered = strategy.gather(per_replica, axis=0).numpy()
+    np.testing.assert_allclose(gathered, solvers.lasso(X, Y, 0.1, tol=1e-10).W.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: solvers.lasso(np.ones((2, 3)), np.ones((2, 3)), 0.1), "X must have shape"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4)), np.ones((2, 5)), 0.1), "disagree on T or n"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4)), np.ones((2, 3)), [0.1, 0.2, 0.3]), "lam must be"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4)), np.ones((2, 3)), -1.0), "lam must be >= 0"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4)), np.ones((2, 3)), 0.1, tol=0), "tol must be"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4)), np.ones((2, 3)), 0.1, max_epochs=-1), "max_epochs"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4)), np.ones((2, 3)), 0.1, method="cd"), "method must"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4)), np.ones((2, 3)), 0.1, W0=np.ones((2, 5))), "W0"),
+    (lambda: solvers.lasso(np.ones((2, 3, 4), np.int32), np.ones((2, 3)), 0.1), "float32 or float64"),
+])
+def test_bad_input_is_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -1,0 +1,269 @@
+"""The C++ Lasso op against scikit-learn (float64 references) and the XLA path.
+
+The library is built on demand (custom_ops/build.py, ~15 s once); if it cannot be built the
+tests skip with the reason.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.linear_model import Lasso, MultiTaskLasso
+
+from sdis_tf.solvers import lasso, lasso_gap, lasso_lambda_max, lasso_objective
+from sdis_tf.solvers import lasso_op as lasso_op_module
+from sdis_tf.solvers.lasso_op import lasso_op
+
+TIGHT = 1e-14
+
+
+@pytest.fixture(scope="module", autouse=True)
+def op_library():
+    if lasso_op_module._load() is None:
+        try:
+            lasso_op_module._build_module().build()
+        except Exception as exc:  # reported through the skip below
+            pytest.skip(f"custom op library could not be built: {exc}")
+        if lasso_op_module._load(retry=True) is None:
+            pytest.skip("custom op library could not be built or loaded (no C++ compiler or "
+                        "compile error; see the warning of custom_ops/build.py)")
+    return lasso_op_module._load()
+
+
+def _problem(seed, T, n, m, k=None):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((T, n, m))
+    shape = (T, n) if k is None else (T, n, k)
+    Y = rng.standard_normal(shape)
+    return X, Y
+
+
+def _sklearn(X, Y, lam):
+    """Per-task scikit-learn solution, fit_intercept=False, alpha=lam (same objective)."""
+    out = []
+    for t in range(X.shape[0]):
+        if Y.ndim == 2:
+            model = Lasso(alpha=lam[t], fit_intercept=False, tol=1e-15, max_iter=1_000_000)
+            out.append(model.fit(X[t], Y[t]).coef_)
+        else:
+            model = MultiTaskLasso(alpha=lam[t], fit_intercept=False, tol=1e-15,
+                                   max_iter=1_000_000)
+            out.append(model.fit(X[t], Y[t]).coef_.T)
+    return np.stack(out)
+
+
+def _lam(X, Y, eps):
+    return eps * lasso_lambda_max(X, Y).numpy()
+
+
+@pytest.mark.parametrize("n,m,k", [(20, 40, None), (40, 15, None), (20, 40, 3), (40, 15, 2)])
+def test_matches_sklearn(n, m, k):
+    X, Y = _problem(n + m, 3, n, m, k)
+    lam = _lam(X, Y, np.array([0.05, 0.2, 0.6]))
+    result = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000)
+    np.testing.assert_allclose(result.W, _sklearn(X, Y, lam), rtol=0, atol=1e-8)
+    assert result.W.shape == (3, m) + (() if k is None else (k,))
+    assert result.W.dtype == tf.float64 and result.epochs.dtype == tf.int32
+    assert np.all(result.converged)
+    threshold = TIGHT * np.sum(Y**2, axis=tuple(range(1, Y.ndim))) / (2 * n)
+    assert np.all(result.gap <= threshold) and np.all(result.gap >= -1e-15)
+    np.testing.assert_allclose(result.gap, lasso_gap(result.W, X, Y, lam), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [None, 3])
+def test_matches_xla_path_on_edge_cases(k):
+    """Zero column, duplicated columns, lam >= lam_max, n < m, constant and zero targets."""
+    X, Y = _problem(7, 6, 12, 30, k)
+    X[:, :, 4] = 0.0
+    X[:, :, 9] = X[:, :, 8]
+    Y[3] = 1.0
+    Y[4] = 0.0
+    lam = _lam(X, Y, np.array([0.1, 1.0, 2.0, 0.3, 0.5, 0.02]))
+    ours = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000)
+    xla = lasso(X, Y, lam, tol=1e-13, max_epochs=100_000)   # its gap stalls near 1e-12 here
+    assert np.all(ours.converged) and np.all(xla.converged)
+    p_ours = lasso_objective(ours.W, X, Y, lam).numpy()
+    p_xla = lasso_objective(xla.W, X, Y, lam).numpy()
+    np.testing.assert_allclose(p_ours, p_xla, rtol=1e-12, atol=1e-14)
+    assert np.all(ours.W[:, 4] == 0.0)
+    assert np.all(ours.W[1:3] == 0.0) and np.all(ours.W[4] == 0.0)
+    # Duplicated columns make W non-unique only through W_8 + W_9 (k = 1: when signs agree).
+    def merged(W):
+        return np.concatenate([W[:, :8], W[:, 8:9] + W[:, 9:10], W[:, 10:]], axis=1)
+    np.testing.assert_allclose(merged(ours.W.numpy()), merged(xla.W.numpy()), atol=1e-8)
+
+
+def test_lam_at_least_lam_max_gives_exact_zero():
+    X, Y = _problem(1, 4, 15, 25, 2)
+    lam_max = lasso_lambda_max(X, Y).numpy()
+    for scale in (1.0, 1.5):
+        result = lasso_op(X, Y, scale * lam_max, tol=1e-6)
+        assert np.all(result.W.numpy() == 0.0)
+        assert np.all(result.gap.numpy() <= 1e-25) and np.all(result.converged)
+        assert np.all(result.epochs.numpy() == 0)
+
+
+def test_zero_columns_and_duplicated_columns_against_sklearn():
+    X, Y = _problem(2, 3, 25, 20)
+    X[:, :, [0, 7]] = 0.0
+    X[:, :, 11] = X[:, :, 10]
+    lam = _lam(X, Y, np.array([0.05, 0.1, 0.4]))
+    result = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000)
+    assert np.all(result.W.numpy()[:, [0, 7]] == 0.0)
+    reference = _sklearn(X, Y, lam)
+    np.testing.assert_allclose(lasso_objective(result.W, X, Y, lam),
+                               lasso_objective(reference, X, Y, lam), rtol=1e-12)
+    keep = [j for j in range(20) if j not in (10, 11)]
+    np.testing.assert_allclose(result.W.numpy()[:, keep], reference[:, keep], atol=1e-8)
+    np.testing.assert_allclose(result.W.numpy()[:, 10] + result.W.numpy()[:, 11],
+                               reference[:, 10] + reference[:, 11], atol=1e-8)
+
+
+def test_constant_and_zero_targets():
+    X, _ = _problem(3, 2, 20, 30)
+    Y = np.stack([np.full(20, 2.0), np.zeros(20)])
+    lam = np.array([0.1 * lasso_lambda_max(X, Y).numpy()[0], 0.1])
+    result = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000)
+    assert np.all(result.converged)
+    np.testing.assert_allclose(result.W[0], _sklearn(X[:1], Y[:1], lam[:1])[0], atol=1e-8)
+    assert np.all(result.W.numpy()[1] == 0.0) and result.gap.numpy()[1] == 0.0
+
+
+def test_batch_mixing_easy_and_hard_tasks_is_independent_per_task():
+    rng = np.random.default_rng(4)
+    T, n, m = 5, 30, 60
+    base = rng.standard_normal((T, n, m))
+    X = base + rng.standard_normal((T, n, 1))         # correlated columns: hard
+    X[0] = base[0]                                     # easy
+    Y = rng.standard_normal((T, n, 2))
+    lam = _lam(X, Y, np.array([0.5, 0.05, 1.2, 0.1, 0.02]))
+    batched = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=200_000)
+    assert np.all(batched.converged)
+    for t in range(T):
+        alone = lasso_op(X[t:t + 1], Y[t:t + 1], lam[t:t + 1], tol=TIGHT, max_epochs=200_000)
+        np.testing.assert_array_equal(alone.W[0], batched.W[t])
+        assert alone.epochs[0] == batched.epochs[t]
+    np.testing.assert_allclose(batched.W, _sklearn(X, Y, lam), atol=1e-8)
+    assert batched.epochs[2] == 0 and batched.epochs[4] > batched.epochs[0]
+
+
+def test_warm_start():
+    X, Y = _problem(5, 3, 20, 50, 2)
+    lam = _lam(X, Y, np.array([0.1, 0.3, 0.05]))
+    cold = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000)
+    again = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000, W0=cold.W)
+    assert np.all(again.epochs.numpy() == 0)
+    np.testing.assert_array_equal(again.W, cold.W)
+    W0 = np.random.default_rng(0).standard_normal(cold.W.shape)
+    warm = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000, W0=W0)
+    np.testing.assert_allclose(warm.W, cold.W, atol=1e-8)
+    unchanged = lasso_op(X, Y, lam, tol=1e-6, max_epochs=0, W0=W0)
+    np.testing.assert_array_equal(unchanged.W, W0)
+    np.testing.assert_allclose(unchanged.gap, lasso_gap(W0, X, Y, lam), rtol=1e-10)
+    assert not np.any(unchanged.converged)
+
+
+@pytest.mark.parametrize("p0,screen", [(1, False), (1000, False), (1000, True)])
+def test_working_sets_and_screening_do_not_change_the_solution(op_library, p0, screen):
+    X, Y = _problem(6, 3, 25, 80, 3)
+    lam = _lam(X, Y, np.array([0.05, 0.2, 0.5]))
+    W0 = np.zeros((3, 80, 3))
+    W, gap, _, converged = op_library.sdis_lasso_cd(X, Y, lam, W0, np.float64(TIGHT),
+                                                    p0=p0, screen=screen, max_epochs=100_000)
+    assert np.all(converged)
+    np.testing.assert_allclose(W, _sklearn(X, Y, lam), atol=1e-8)
+
+
+def test_lam_zero_is_least_squares_without_certificate():
+    """lam = 0: CD converges to least squares; the rescaled dual point is 0, so gap = P(W)."""
+    X, Y = _problem(8, 2, 30, 6)
+    result = lasso_op(X, Y, 0.0, tol=1e-6, max_epochs=500)
+    reference = np.stack([np.linalg.lstsq(X[t], Y[t], rcond=None)[0] for t in range(2)])
+    np.testing.assert_allclose(result.W, reference, atol=1e-8)
+    np.testing.assert_allclose(result.gap, lasso_objective(result.W, X, Y, 0.0), rtol=1e-10)
+    assert not np.any(result.converged) and np.all(result.epochs.numpy() == 500)
+
+
+@pytest.mark.parametrize("k", [None, 4])
+def test_float32(k):
+    X, Y = _problem(9, 4, 25, 200, k)
+    lam = _lam(X, Y, np.array([0.05, 0.1, 0.3, 0.7]))
+    result = lasso_op(X.astype(np.float32), Y.astype(np.float32), lam.astype(np.float32),
+                      tol=1e-6)
+    assert result.W.dtype == tf.float32 and result.gap.dtype == tf.float32
+    assert np.all(result.converged)
+    reference = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000)
+    p32 = lasso_objective(tf.cast(result.W, tf.float64), X, Y, lam).numpy()
+    p64 = lasso_objective(reference.W, X, Y, lam).numpy()
+    p0 = np.sum(Y**2, axis=tuple(range(1, Y.ndim))) / (2 * 25)
+    assert np.all(p32 - p64 <= 2e-6 * p0)
+
+
+def test_non_finite_inputs_give_nan_without_crashing():
+    X, Y = _problem(10, 2, 10, 12)
+    X[1, 3, 5] = np.nan
+    result = lasso_op(X, Y, 0.1, tol=1e-6)
+    assert np.all(np.isfinite(result.W[0])) and result.converged[0]
+    assert np.all(np.isnan(result.W[1])) and np.isnan(result.gap[1]) and not result.converged[1]
+
+
+_X, _Y = _problem(11, 2, 10, 12)
+_BAD_INPUTS = {
+    "X rank 2": (lambda: (_X[0], _Y, 0.1, None), "X must have shape"),
+    "Y rank 4": (lambda: (_X, _Y[..., None, None], 0.1, None), "Y must have shape"),
+    "n differs": (lambda: (_X, _Y[:, :5], 0.1, None), "must agree in T and n"),
+    "T differs": (lambda: (_X, _Y[:1], 0.1, None), "must agree in T and n"),
+    "lam shape": (lambda: (_X, _Y, np.array([0.1, 0.2, 0.3]), None), "lam must be a scalar"),
+    "lam < 0": (lambda: (_X, _Y, -0.1, None), "lam must be >= 0"),
+    "W0 shape": (lambda: (_X, _Y, 0.1, np.zeros((2, 12, 1))), "W0 must have shape"),
+    "X int": (lambda: (_X.astype(np.int32), _Y, 0.1, None), "X must be float32 or float64"),
+    "Y dtype": (lambda: (tf.constant(_X), tf.constant(_Y, tf.float32), 0.1, None),
+                "Y must have the dtype of X"),
+    "W0 dtype": (lambda: (_X, _Y, 0.1, tf.zeros((2, 12), tf.float32)),
+                 "W0 must have the dtype of X"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_INPUTS))
+def test_bad_inputs_raise_invalid_argument(case):
+    make, message = _BAD_INPUTS[case]
+    X, Y, lam, W0 = make()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        lasso_op(X, Y, lam, W0=W0)
+
+
+def test_bad_shapes_inside_tf_function_raise_invalid_argument():
+    solve = tf.function(lambda X, Y: lasso_op(X, Y, 0.1).W)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must agree in T and n"):
+        solve(tf.constant(_X), tf.constant(_Y[:, :5]))
+
+
+@pytest.mark.parametrize("kwargs", [{"tol": 0.0}, {"tol": "1e-6"}, {"max_epochs": -1},
+                                    {"max_epochs": 1.5}])
+def test_bad_options_raise_value_error(kwargs):
+    with pytest.raises(ValueError, match="lasso_op"):
+        lasso_op(_X, _Y, 0.1, **kwargs)
+
+
+def test_tf_function_matches_eager_and_op_has_no_gradient():
+    X, Y = _problem(12, 3, 15, 20, 2)
+    lam = _lam(X, Y, np.array([0.1, 0.2, 0.3]))
+    eager = lasso_op(X, Y, lam, tol=1e-10)
+    traced = tf.function(lambda X, Y, lam: lasso_op(X, Y, lam, tol=1e-10))(
+        tf.constant(X), tf.constant(Y), tf.constant(lam))
+    np.testing.assert_array_equal(traced.W, eager.W)
+    assert traced.W.shape == (3, 20, 2) and traced.gap.shape == (3,)
+    Xv = tf.constant(X)
+    with tf.GradientTape() as tape:
+        tape.watch(Xv)
+        W = lasso_op(Xv, Y, lam).W
+    assert tape.gradient(tf.reduce_sum(W), Xv) is None   # tf.no_gradient: constants for autodiff
+
+
+def test_build_cache_key_follows_the_sources(tmp_path, monkeypatch):
+    build = lasso_op_module._build_module()
+    path = build.library_path()
+    assert path.exists() and build.build() == path          # up to date: no recompilation
+    source = next(build.SOURCE_DIR.glob("*.cc"))
+    (tmp_path / source.name).write_text(source.read_text() + "\n// changed\n")
+    monkeypatch.setattr(build, "SOURCE_DIR", tmp_path)
+    assert build.cache_key() != path.stem.split("-")[-1]
