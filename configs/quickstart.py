@@ -9,7 +9,8 @@ x = g(z) in R^16 through a fixed random invertible leaky-ReLU MLP, T = 16
 tasks per step with Bernoulli(0.5) supports (never empty), 50 support + 50
 query samples per task, noise at 10% of the signal norm. An MLP encoder
 with per-task batch norm is trained through each head in `methods`; MCC
-and R are measured on held-out factorised latents (rho = eval.rho = 0).
+and R are measured on held-out latents of the training distribution and,
+out of distribution, on factorised latents (eval.ood_rho = 0).
 """
 
 import ml_collections
@@ -38,7 +39,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3))
     config.train = ml_collections.ConfigDict(dict(steps=2000, num_tasks=16, jit_compile=True))
     config.eval = ml_collections.ConfigDict(dict(
-        every_steps=250, num_samples=5000, rho=0.0, num_tasks=32))
+        every_steps=250, num_samples=5000, ood_rho=0.0, num_tasks=32))
     config.checkpoint_every_steps = 500
     config.log_every_seconds = 10.0
 

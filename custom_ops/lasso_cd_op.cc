@@ -10,7 +10,7 @@
 //
 // Algorithm (per task), after skglm's MultiTaskBCD (working sets) and Gap Safe screening:
 //   outer iteration:
-//     R = Y - X W (recomputed in double), G_j = X_j^T R for the features still in play,
+//     R = Y - X W (recomputed in double), G = X^T R for all features (one GEMM),
 //     dual point and duality gap (below); stop when gap <= tol * ||Y||^2 / (2n);
 //     Gap Safe screening (below) removes features whose optimal W_j is provably 0;
 //     score every remaining feature by its distance to the subdifferential
@@ -40,10 +40,9 @@
 //  <=>  alpha ||X_j^T R|| + ||X_j|| sqrt(2 n gap) < n lam
 // (multiplying by n lam; for lam = 0 nothing is screened). This is the usual radius
 // sqrt(2 gap') / lam' of 1/2 ||Y - XW||^2 + lam' sum_j ||W_j|| with lam' = n lam, gap' = n gap.
-// Once features are screened the dual point is built from the remaining ones (a feasible point
-// of the reduced dual, whose optimum is the same theta*, so the bound still holds); before
-// declaring convergence the gap is recomputed with every feature, so the reported gap is always
-// the duality gap of the full problem.
+// Screening only shrinks the working sets: G = X^T R is computed for every feature at each outer
+// iteration (one GEMM), so the dual point, the stopping test and the reported gap are those of
+// the full problem.
 
 #include <algorithm>
 #include <cmath>
@@ -52,6 +51,7 @@
 #include <numeric>
 #include <vector>
 
+#include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -89,6 +89,10 @@ struct TaskStats {
 // Solves one task. x: X [n,m] row-major, y: Y [n,k] row-major, w0 and w: W [m,k] row-major.
 template <typename S>
 class TaskSolver {
+  using Vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+  using ColMatrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  using RowMatrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
  public:
   TaskSolver(int64_t n, int64_t m, int64_t k, const Options& opt)
       : n_(n), m_(m), k_(k), opt_(opt), xc_(m * n), sqn_(m), thr_(m), inv_sqn_(m),
@@ -114,12 +118,8 @@ class TaskSolver {
     TaskStats stats{0.0, 0, false};
     while (true) {
       ComputeResidual(w);
-      ComputeGradient(/*screened=*/false);
-      double gap = Gap(w, lam, /*with_screened=*/false);
-      if (gap <= tol_abs && has_screened_) {
-        ComputeGradient(/*screened=*/true);
-        gap = Gap(w, lam, /*with_screened=*/true);
-      }
+      ComputeGradient();
+      const double gap = Gap(w, lam);
       stats.gap = gap;
       if (gap <= tol_abs) {
         stats.converged = true;
@@ -153,7 +153,6 @@ class TaskSolver {
     for (int64_t i = 0; i < n_; ++i) {
       for (int64_t j = 0; j < m_; ++j) xc_[j * n_ + i] = x[i * m_ + j];
     }
-    has_screened_ = false;
     for (int64_t j = 0; j < m_; ++j) {
       const S* xj = &xc_[j * n_];
       double s = 0.0;
@@ -195,33 +194,24 @@ class TaskSolver {
     for (int64_t q = 0; q < k_ * n_; ++q) r_[q] = static_cast<S>(rd_[q]);
   }
 
-  // G_j = X_j^T R and ||G_j|| for the active features (or for the screened ones).
-  void ComputeGradient(bool screened) {
-    const int want = screened ? kScreened : kActive;
+  // G = X^T R [m,k] for every feature (one GEMM) and the norms ||G_j||.
+  void ComputeGradient() {
+    Eigen::Map<const RowMatrix> xt(xc_.data(), m_, n_);
+    Eigen::Map<const ColMatrix> r(r_.data(), n_, k_);
+    Eigen::Map<RowMatrix>(g_.data(), m_, k_).noalias() = xt * r;
     for (int64_t j = 0; j < m_; ++j) {
-      if (active_[j] != want) continue;
-      const S* xj = &xc_[j * n_];
       double norm2 = 0.0;
-      for (int64_t l = 0; l < k_; ++l) {
-        const double* rl = &rd_[l * n_];
-        double acc = 0.0;
-        for (int64_t i = 0; i < n_; ++i) acc += xj[i] * rl[i];
-        g_[j * k_ + l] = acc;
-        norm2 += acc * acc;
-      }
+      for (int64_t l = 0; l < k_; ++l) norm2 += static_cast<double>(g_[j * k_ + l]) * g_[j * k_ + l];
       gnorm_[j] = std::sqrt(norm2);
     }
   }
 
-  // Duality gap (see the header comment) with the dual point scaled on the active features,
-  // or on every non-zero column when with_screened.
-  double Gap(const S* w, double lam, bool with_screened) {
+  // Duality gap of the full problem (see the header comment); sets alpha_.
+  double Gap(const S* w, double lam) {
     const double nd = static_cast<double>(n_);
     double s = 0.0;
     for (int64_t j = 0; j < m_; ++j) {
-      if (active_[j] == kActive || (with_screened && active_[j] == kScreened)) {
-        s = std::max(s, gnorm_[j]);
-      }
+      if (active_[j] != kZeroColumn) s = std::max(s, gnorm_[j]);
     }
     alpha_ = s <= nd * lam ? 1.0 : nd * lam / s;
     double rnorm2 = 0.0;
@@ -249,7 +239,6 @@ class TaskSolver {
       if (active_[j] != kActive) continue;
       if (alpha_ * gnorm_[j] + std::sqrt(sqn_[j]) * radius >= nd * lam) continue;
       active_[j] = kScreened;
-      has_screened_ = true;
       const S* xj = &xc_[j * n_];
       for (int64_t l = 0; l < k_; ++l) {
         const S wl = w[j * k_ + l];
@@ -313,10 +302,9 @@ class TaskSolver {
       const S* xj = &xc_[j * n_];
       S* wj = &w[j * k_];
       S gn2 = S(0), wn2 = S(0), vn2 = S(0);
+      const Eigen::Map<const Vector> xj_vec(xj, n_);
       for (int64_t l = 0; l < k_; ++l) {
-        const S* rl = &r_[l * n_];
-        S acc = S(0);
-        for (int64_t i = 0; i < n_; ++i) acc += xj[i] * rl[i];
+        const S acc = xj_vec.dot(Eigen::Map<const Vector>(&r_[l * n_], n_));
         g[l] = acc;
         gn2 += acc * acc;
         wn2 += wj[l] * wj[l];
@@ -363,13 +351,12 @@ class TaskSolver {
   std::vector<double> yd_;      // Y, k rows of length n
   std::vector<double> rd_;      // R = Y - X W, k rows of length n (outer iterations)
   std::vector<S> r_;            // the same, updated by the epochs
-  std::vector<double> g_;       // X^T R [m,k]
+  std::vector<S> g_;            // X^T R [m,k]
   std::vector<double> gnorm_;   // ||X_j^T R||
   std::vector<double> score_;   // working-set scores
   std::vector<S> gbuf_, vbuf_;  // per-feature scratch [k]
   std::vector<int64_t> order_, ws_;
   double alpha_ = 1.0;
-  bool has_screened_ = false;
 };
 
 Status SetShapes(InferenceContext* c) {

@@ -42,7 +42,7 @@ class _InnerHead(keras.layers.Layer):
     def regularization(self, features, targets):
         """lam per task [T]: eps * stop_gradient(lambda_max), or the absolute lam."""
         if self.lam is not None:
-            return tf.fill(tf.shape(features)[:1], tf.cast(self.lam, features.dtype))
+            return tf.fill(tf.shape(features)[:1], tf.constant(self.lam, features.dtype))
         return self.eps * tf.stop_gradient(self.lambda_max(features, targets))
 
     def compute_output_shape(self, input_shape):

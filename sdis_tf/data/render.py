@@ -228,7 +228,9 @@ def _render(factors: tf.Tensor) -> tf.Tensor:
         lambert = tf.maximum(-(nx * light[0] + nz * light[2]) / np.sqrt(2.0), 0.0)
         wall_shade.append(0.85 * (_AMBIENT + _DIFFUSE * lambert))
     on_floor = tf.constant(floor_t, tf.float32) < tf.minimum(t_wall[0], t_wall[1])
-    contact = 1.0 - 0.5 * tf.exp(floor_r2 * (-1.0 / 2.4) / (radius * radius))
+    # Soft contact shadow with compact support: radius 1.6 r around the object.
+    falloff = tf.maximum(1.0 - floor_r2 * (1.0 / 2.56) / (radius * radius), 0.0)
+    contact = 1.0 - 0.55 * falloff * falloff
     wall = tf.where(t_wall[0] < t_wall[1], wall_shade[0], wall_shade[1])
     floor_light = (floor_shade * contact)[..., None]
     background = tf.where(on_floor[..., None], _hsv_to_rgb(floor_hue) * floor_light,
