@@ -5,9 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup ops test demo bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) ops
+
+# The custom-op build caches itself (source + TensorFlow version): fast when up to date.
+ops: $(STAMP)
+	test ! -f custom_ops/build.py || $(PY) custom_ops/build.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -12,7 +12,7 @@ system is solved by `linear_solve` (default: batched conjugate gradient with
 the autodiff product v -> J^T v, which needs J symmetric positive
 (semi)definite, as it is for the support-restricted Lasso and for ridge).
 
-Differentiable solvers built on it: `lasso_implicit`, `ridge_implicit`.
+Differentiable solvers built on it: `lasso_implicit`, `ridge_implicit`, `svm_implicit`.
 """
 
 import functools
@@ -22,6 +22,8 @@ import tensorflow as tf
 from sdis_tf.solvers import _batch
 from sdis_tf.solvers.lasso import lasso, lasso_optimality, support_hessian_matvec
 from sdis_tf.solvers.ridge import regularized_gram_solve, ridge, ridge_optimality
+from sdis_tf.solvers.svm import (dual_step_size, primal_from_dual, svm_dual,
+                                 svm_fixed_point_residual)
 
 
 def _batched_dot(a, b):
@@ -68,11 +70,36 @@ def _autodiff_transpose_matvec(optimality_fn, sol, args):
     return matvec
 
 
+def _system_size(sol):
+    """Number of unknowns per task (static when known): CG's exact-arithmetic iteration bound."""
+    size = sol.shape[1:].num_elements()
+    return size if size is not None else tf.reduce_prod(tf.shape(sol)[1:])
+
+
 def cg_solve(optimality_fn, cotangent, sol, args, max_iter=None):
     """Default linear solve: CG on J^T u = cotangent with the autodiff product."""
-    size = sol.shape[1:].num_elements() if max_iter is None else max_iter
     return conjugate_gradient(_autodiff_transpose_matvec(optimality_fn, sol, args), cotangent,
-                              max_iter=size)
+                              max_iter=_system_size(sol) if max_iter is None else max_iter)
+
+
+def dense_solve(optimality_fn, cotangent, sol, args):
+    """Linear solve for non-symmetric or possibly singular J: materialise J, least squares.
+
+    J = dF/dsol is built with `batch_jacobian` ([T, d, d], d = unknowns per task)
+    and J^T u = cotangent is solved in the least-squares sense with a tiny
+    Tikhonov term (J may be singular when the solution is not unique). For
+    small d (e.g. the SVM dual, d = n k).
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(sol)
+        residual = optimality_fn(sol, *args)
+    batch = tf.shape(sol)[0]
+    size = _system_size(sol)
+    jacobian = tf.reshape(tape.batch_jacobian(residual, sol), [batch, size, size])
+    regularizer = 1e-12 if sol.dtype == tf.float64 else 1e-6
+    u = tf.linalg.lstsq(tf.linalg.matrix_transpose(jacobian), tf.reshape(cotangent, [batch, size, 1]),
+                        l2_regularizer=regularizer)
+    return tf.reshape(u, tf.shape(sol))
 
 
 def root_vjp(optimality_fn, sol, args, cotangent, linear_solve=None):
@@ -118,8 +145,8 @@ def custom_root(optimality_fn, linear_solve=None):
 def _lasso_linear_solve(cotangent, sol, args):
     """CG on the support-restricted Hessian with an explicit product (no autodiff in the loop)."""
     X, _, lam = args
-    matvec = support_hessian_matvec(sol, X, lam)
-    return conjugate_gradient(matvec, cotangent, max_iter=sol.shape[1:].num_elements())
+    return conjugate_gradient(support_hessian_matvec(sol, X, lam), cotangent,
+                              max_iter=_system_size(sol))
 
 
 def lasso_implicit(X, Y, lam, **solver_kwargs):
@@ -163,3 +190,31 @@ def ridge_implicit(X, Y, lam):
     W3, result = solve(batch.X, batch.Y, batch.lam)
     W = _batch.restore_output_shape(W3, batch.single_output)
     return W, result._replace(W=W)
+
+
+def svm_implicit(F, Y, lam1, lam2, *, smoothing=0.0, **solver_kwargs):
+    """`solvers.svm_dual` with gradients w.r.t. F, Y, lam1, lam2 by implicit differentiation.
+
+    The dual optimum L* is the fixed point L = P_simplex(L - s grad D(L)) for
+    any step s > 0 (s = 1/Lipschitz under stop-gradient); the system is solved
+    densely (`dense_solve`, d = n k unknowns). W = BST(F^T (Y - L*), lam1) /
+    lam2 is then differentiated by ordinary autodiff, through L* and directly.
+    Returns (W [T, k, m], SVMResult).
+    """
+    F = tf.convert_to_tensor(F)
+    Y = tf.cast(Y, F.dtype)
+    lam1 = tf.broadcast_to(tf.cast(lam1, F.dtype), tf.shape(F)[:1])
+    lam2 = tf.broadcast_to(tf.cast(lam2, F.dtype), tf.shape(F)[:1])
+    step = tf.stop_gradient(dual_step_size(F, lam2, smoothing))
+
+    def optimality(L, F, Y, lam1, lam2):
+        return svm_fixed_point_residual(L, F, Y, lam1, lam2, step, smoothing)
+
+    @custom_root(optimality, functools.partial(dense_solve, optimality))
+    def solve(F, Y, lam1, lam2):
+        result = svm_dual(F, Y, lam1, lam2, smoothing=smoothing, **solver_kwargs)
+        return result.dual, result
+
+    dual, result = solve(F, Y, lam1, lam2)
+    W = primal_from_dual(dual, F, Y, lam1, lam2)
+    return W, result._replace(W=tf.stop_gradient(W), dual=dual)

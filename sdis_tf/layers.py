@@ -13,16 +13,17 @@ import tensorflow as tf
 from sdis_tf import implicit
 from sdis_tf.solvers.lasso import lasso_lambda_max, lasso_unrolled
 from sdis_tf.solvers.ridge import ridge_lambda_max
+from sdis_tf.solvers.svm import svm_lambda_max
 
 _PACKAGE = "sdis_tf"
 _DIFF_MODES = ("implicit", "unroll")
 
 
-def _check_regularization(layer_name, eps, lam):
+def _check_regularization(layer_name, eps, lam, lam_name="lam"):
     if (eps is None) == (lam is None):
         raise ValueError(f"{layer_name}: give exactly one of `eps` (relative to lambda_max) or "
-                         f"`lam` (absolute). Received: eps={eps}, lam={lam}")
-    value, field = (eps, "eps") if eps is not None else (lam, "lam")
+                         f"`{lam_name}` (absolute). Received: eps={eps}, {lam_name}={lam}")
+    value, field = (eps, "eps") if eps is not None else (lam, lam_name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError(f"{layer_name}: `{field}` must be a number >= 0. Received: {field}={value!r}")
 
@@ -129,6 +130,68 @@ class RidgeHead(_InnerHead):
         features, targets = inputs
         W, _ = implicit.ridge_implicit(features, targets, self.regularization(features, targets))
         return W
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SparseSVMHead(keras.layers.Layer):
+    r"""Group-Lasso multiclass SVM fitted on each episode's support set -> query logits.
+
+    W_t = argmin_W sum_i max_l (1 - Y_il + (W_l - W_{y_i}) . F_i)
+                   + sum_j (lam1 ||W_:j||_2 + lam2/2 ||W_:j||_2^2),
+    solved in the dual (`solvers.svm_dual`) and differentiated implicitly
+    (`implicit.svm_implicit`); logits = scale * Q W^T with a learnable scale
+    (MetaOptNet's). Features j with W_:j = 0 are unused by the episode.
+
+    Args:
+      num_ways: number of classes k per episode.
+      eps: lam1 = eps * svm_lambda_max (stop-gradient); or `lam1` absolute.
+        eps = 0 (or lam1 = 0) is the dense Crammer-Singer SVM.
+      lam2: ridge strength > 0.
+      smoothing: >= 0, smoothed hinge (the authors' dual_reg).
+      tol, max_iter: dual solver's gap tolerance (relative to n) and budget.
+      scale: initial logit scale.
+    Input: (support features [T, n, m], support labels int [T, n], query features [T, q, m]).
+    Output: logits [T, q, num_ways].
+    """
+
+    def __init__(self, num_ways, eps=None, *, lam1=None, lam2=1.0, smoothing=0.0, tol=1e-4,
+                 max_iter=1000, scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_ways, bool) or not isinstance(num_ways, int) or num_ways < 2:
+            raise ValueError(f"SparseSVMHead: `num_ways` must be an integer >= 2. "
+                             f"Received: num_ways={num_ways!r}")
+        _check_regularization("SparseSVMHead", eps, lam1, "lam1")
+        if not (isinstance(lam2, (int, float)) and lam2 > 0):
+            raise ValueError(f"SparseSVMHead: `lam2` must be a number > 0. Received: lam2={lam2!r}")
+        self.num_ways, self.eps, self.lam1, self.lam2 = num_ways, eps, lam1, lam2
+        self.smoothing, self.tol, self.max_iter, self.initial_scale = smoothing, tol, max_iter, scale
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(), trainable=True,
+                                     initializer=keras.initializers.Constant(self.initial_scale))
+
+    def solve(self, inputs):
+        """(W [T, k, m], SVMResult) for the episodes' support sets."""
+        support, labels, _ = inputs
+        onehot = tf.one_hot(labels, self.num_ways, dtype=support.dtype)
+        if self.lam1 is not None:
+            lam1 = tf.fill(tf.shape(support)[:1], tf.constant(self.lam1, support.dtype))
+        else:
+            lam1 = self.eps * tf.stop_gradient(svm_lambda_max(support, onehot))
+        return implicit.svm_implicit(support, onehot, lam1, tf.constant(self.lam2, support.dtype),
+                                     smoothing=self.smoothing, tol=self.tol, max_iter=self.max_iter)
+
+    def call(self, inputs, training=None):
+        W, _ = self.solve(inputs)
+        return tf.cast(self.scale, W.dtype) * tf.einsum("tqm,tkm->tqk", inputs[2], W)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[2][0], input_shape[2][1], self.num_ways)
+
+    def get_config(self):
+        return {**super().get_config(), "num_ways": self.num_ways, "eps": self.eps,
+                "lam1": self.lam1, "lam2": self.lam2, "smoothing": self.smoothing,
+                "tol": self.tol, "max_iter": self.max_iter, "scale": self.initial_scale}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -8,3 +8,7 @@ __all__ = [
     "LassoResult", "lasso", "lasso_gap", "lasso_lambda_max", "lasso_objective",
     "lasso_unrolled", "RidgeResult", "ridge", "ridge_lambda_max",
 ]
+from sdis_tf.solvers.svm import (SVMResult, svm_dual, svm_dual_objective, svm_lambda_max,
+                                 svm_primal)
+
+__all__ += ["SVMResult", "svm_dual", "svm_dual_objective", "svm_lambda_max", "svm_primal"]

@@ -21,7 +21,8 @@ is feasible and
     gap = P(W) - D(theta) >= 0, zero exactly at the optimum.
 
 A task stops when gap <= tol * P(0) = tol * ||Y||^2 / (2n) (scale free); it is
-then frozen, so its result does not depend on the other tasks of the batch.
+then frozen, so its result does not depend on the other tasks of the batch, and
+the batch is compacted as tasks finish so that finished tasks stop costing.
 
 Two update schemes give the same iterates: Gram (G = X^T X / n precomputed,
 O(m k) per coordinate) when m <= n, residual (O(n k) per coordinate) otherwise.
@@ -166,40 +167,87 @@ def _resolve_method(method, X):
     return "gram" if m <= n else "residual"
 
 
-def _solve(X, Y3, lam, W0, tol, max_epochs, method):
-    """Coordinate descent until every task's gap <= tol * P_t(0)."""
-    n = _batch.num_samples(X)
-    threshold = tol * 0.5 / n * tf.reduce_sum(tf.square(Y3), axis=[1, 2])
-    init_aux, epoch = _make_epoch(X, Y3, lam, method)
-    W_t = tf.transpose(W0, [1, 0, 2])
-    gap = _objective_and_gap(W0, X, Y3, lam)[1]
-    active = gap > threshold
-    epochs = tf.zeros_like(active, tf.int32)
+def _round_sizes(num_tasks, smallest=8):
+    """Static batch sizes of the compaction rounds: T, T/2, ... down to `smallest`."""
+    if num_tasks is None:
+        return [None]
+    sizes = [num_tasks]
+    while sizes[-1] // 2 >= smallest:
+        sizes.append(-(-sizes[-1] // 2))
+    return sizes
 
-    def body(step, W_t, aux, active, epochs, gap):
+
+def _run_epochs(X, Y3, lam, threshold, method, state, step, max_epochs, max_active):
+    """Epochs on one (sub)batch until at most `max_active` tasks are unconverged.
+
+    state = (W [S, m, k], gap [S], epochs [S], active [S]); converged tasks are
+    frozen (their rows are left untouched by the coordinate updates).
+    """
+    init_aux, epoch = _make_epoch(X, Y3, lam, method)
+    W, gap, epochs, active = state
+
+    def body(step, W_t, aux, gap, epochs, active):
         W_t, aux = epoch(W_t, aux, active)
         new_gap = _objective_and_gap(tf.transpose(W_t, [1, 0, 2]), X, Y3, lam)[1]
         gap = tf.where(active, new_gap, gap)
         epochs = tf.where(active, step + 1, epochs)
-        return step + 1, W_t, aux, active & (gap > threshold), epochs, gap
+        return step + 1, W_t, aux, gap, epochs, active & (gap > threshold)
 
-    _, W_t, _, active, epochs, gap = tf.while_loop(
-        lambda step, W_t, aux, active, *_: (step < max_epochs) & tf.reduce_any(active),
-        body, (tf.constant(0), W_t, init_aux(W_t), active, epochs, gap),
+    def cond(step, W_t, aux, gap, epochs, active):
+        return (step < max_epochs) & (tf.reduce_sum(tf.cast(active, tf.int32)) > max_active)
+
+    W_t = tf.transpose(W, [1, 0, 2])
+    step, W_t, _, gap, epochs, active = tf.while_loop(
+        cond, body, (step, W_t, init_aux(W_t), gap, epochs, active),
         maximum_iterations=max_epochs)
-    return LassoResult(tf.transpose(W_t, [1, 0, 2]), gap, epochs, ~active)
+    return (tf.transpose(W_t, [1, 0, 2]), gap, epochs, active), step
 
 
-_solve_compiled = tf.function(_solve, jit_compile=True, reduce_retracing=True)
+def _solve(X, Y3, lam, W0, tol, max_epochs, method):
+    """Coordinate descent until every task's gap <= tol * P_t(0).
+
+    Finished tasks stop costing: the batch is compacted in rounds. Round r
+    works on a static sub-batch of S_r = T / 2^r tasks (the unconverged ones
+    first) until at most S_{r+1} of them are still running, then hands those
+    to the next, half-size round; the last round (S >= 8) runs to the end. So
+    the work is within 2x of what each task needs alone, with static shapes
+    throughout (XLA).
+    """
+    n = _batch.num_samples(X)
+    threshold = tol * 0.5 / n * tf.reduce_sum(tf.square(Y3), axis=[1, 2])
+    gap = _objective_and_gap(W0, X, Y3, lam)[1]
+    active = gap > threshold
+    state = (W0, gap, tf.zeros_like(active, tf.int32), active)
+    step = tf.constant(0)
+    sizes = _round_sizes(X.shape[0])
+    for size, next_size in zip(sizes, sizes[1:] + [0]):
+        if size == sizes[0]:
+            state, step = _run_epochs(X, Y3, lam, threshold, method, state, step, max_epochs,
+                                      next_size)
+            continue
+        # The unconverged tasks (at most `size` of them) first, then converged fillers.
+        index = tf.math.top_k(tf.cast(state[3], tf.int32), k=size).indices
+        take = lambda tensor: tf.gather(tensor, index)
+        sub_state, step = _run_epochs(take(X), take(Y3), take(lam), take(threshold), method,
+                                      tuple(map(take, state)), step, max_epochs, next_size)
+        state = tuple(tf.tensor_scatter_nd_update(full, index[:, None], part)
+                      for full, part in zip(state, sub_state))
+    W, gap, epochs, active = state
+    return LassoResult(W, gap, epochs, ~active)
+
+
+_solve_compiled = tf.function(_solve, jit_compile=True)
 
 
 def _initial_point(W0, batch, name):
-    shape = tf.concat([tf.shape(batch.X)[::2], tf.shape(batch.Y)[2:]], axis=0)  # [T, m, k]
+    static = tf.TensorShape([batch.X.shape[0], batch.X.shape[2], batch.Y.shape[2]])  # [T, m, k]
     if W0 is None:
+        shape = static if static.is_fully_defined() else tf.stack(
+            [tf.shape(batch.X)[0], tf.shape(batch.X)[2], tf.shape(batch.Y)[2]])
         return tf.zeros(shape, batch.X.dtype)
     W0 = tf.convert_to_tensor(W0, dtype=batch.X.dtype)
     W0 = W0[..., None] if batch.single_output else W0
-    expected = tf.TensorShape([batch.X.shape[0], batch.X.shape[2], batch.Y.shape[2]])
+    expected = static
     if not W0.shape.is_compatible_with(expected):
         raise ValueError(f"{name}: W0 must have the shape of the solution "
                          f"{expected if not batch.single_output else expected[:2]}, "
