@@ -33,6 +33,16 @@ class _DropSaverNoise(python_logging.Filter):
         return not str(record.msg).startswith("Sharding callback duration")
 
 
+def parse_flags(argv):
+    """absl flag parsing; a bad --config override exits 2 with one clear line."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        message = str(error).replace("\n", " ")
+        print(f"invalid command line: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     logging.get_absl_logger().addFilter(_DropSaverNoise())
     if len(argv) > 1:
@@ -52,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -40,7 +40,7 @@ def contact_sheet() -> np.ndarray:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/images/shapes3d_render_sweeps.png")
-    parser.add_argument("--zoom", type=int, default=1)
+    parser.add_argument("--zoom", type=int, default=2)
     args = parser.parse_args()
     sheet = contact_sheet()
     image = Image.fromarray(sheet)

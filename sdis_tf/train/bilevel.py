@@ -78,7 +78,7 @@ def _replica_slice(batch: TaskBatch) -> TaskBatch:
         return batch
     per_replica = tf.shape(batch.x_support)[0] // replicas
     start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
-    return tf.nest.map_structure(lambda t: t[start:start + per_replica], batch)
+    return TaskBatch(*(None if t is None else t[start:start + per_replica] for t in batch))
 
 
 class BilevelTrainer:

@@ -83,7 +83,8 @@ def fit(*, train_step: TrainStep, evaluate: Evaluate, checkpointer: Checkpointer
     resumes. See the module docstring for everything else.
     """
     start = checkpointer.restore()
-    rundir.truncate_metrics(start)
+    # Records after the checkpoint are redone; without a checkpoint, so is step 0's.
+    rundir.truncate_metrics(start if start else -1)
     if start:
         logging.info("%sresuming from step %d (%s)", f"[{name}] " if name else "", start,
                      checkpointer.latest)
@@ -100,7 +101,7 @@ def fit(*, train_step: TrainStep, evaluate: Evaluate, checkpointer: Checkpointer
         rundir.write_summaries(step, metrics, {f"eval/{k}": v for k, v in images.items()})
         return rundir.append_metrics(step, time.time(), {"elapsed": elapsed(), **metrics})
 
-    progress = Progress(total_steps, start, every_seconds=log_every_seconds, name=name)
+    progress = Progress(total_steps, every_seconds=log_every_seconds, name=name)
     last = record(0, {}) if start == 0 else None
     train_metrics: dict[str, float] = {}
     with _stop_on_signals() as caught:

@@ -23,8 +23,9 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Logs a progress line when `every_seconds` have passed since the last one.
 
-    Rates are measured over the steps run by this process (a resumed run
-    starts counting at `start_step`).
+    Rates are measured from the first `update` on (so the first step, which
+    includes tracing and XLA compilation, does not distort the ETA); the
+    first line reports "? steps/s".
 
     Args:
       total_steps: the step count of the full run.
@@ -34,31 +35,33 @@ class Progress:
       clock: a monotonic clock (injected by tests).
     """
 
-    def __init__(self, total_steps: int, start_step: int = 0, *, every_seconds: float = 30.0,
-                 name: str = "", clock: Callable[[], float] = time.monotonic):
+    def __init__(self, total_steps: int, *, every_seconds: float = 30.0, name: str = "",
+                 clock: Callable[[], float] = time.monotonic):
         self.total_steps = total_steps
         self.name = name
         self.every_seconds = every_seconds
         self._clock = clock
-        self._start_step = start_step
-        self._start = clock()
-        self._last = self._start
+        self._last = clock()
+        self._reference = None  # (step, time) of the first update
 
     def line(self, step: int, metrics: Mapping[str, float]) -> str:
         """The progress line for `step` with `metrics`."""
-        elapsed = max(self._clock() - self._start, 1e-9)
-        rate = (step - self._start_step) / elapsed
-        eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
-        eta_text = format_duration(eta) if eta != float("inf") else "?"
+        rate_text = eta_text = "?"
+        if self._reference is not None and step > self._reference[0]:
+            rate = (step - self._reference[0]) / max(self._clock() - self._reference[1], 1e-9)
+            rate_text = f"{rate:.2f}"
+            eta_text = format_duration((self.total_steps - step) / rate)
         values = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         prefix = f"[{self.name}] " if self.name else ""
         return (f"{prefix}step {step}/{self.total_steps} "
-                f"({100.0 * step / max(self.total_steps, 1):.0f}%), {rate:.2f} steps/s, "
+                f"({100.0 * step / max(self.total_steps, 1):.0f}%), {rate_text} steps/s, "
                 f"ETA {eta_text}, {values}")
 
     def update(self, step: int, metrics: Mapping[str, float], force: bool = False) -> str | None:
         """Logs and returns the progress line if one is due (or `force`), else None."""
         now = self._clock()
+        if self._reference is None:
+            self._reference = (step, now)
         if not force and now - self._last < self.every_seconds:
             return None
         self._last = now

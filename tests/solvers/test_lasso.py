@@ -6,6 +6,7 @@ import tensorflow as tf
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
 from sdis_tf import solvers
+from sdis_tf.train import distribute
 
 TIGHT = dict(tol=1e-14, max_epochs=50_000)
 
@@ -159,7 +160,8 @@ def test_runs_under_jit_compile():
 def test_runs_inside_mirrored_strategy():
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) == 2, "tests/conftest.py should provide 2 logical CPUs"
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    strategy = distribute.create_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
     rng = np.random.default_rng(9)
     X, Y = rng.standard_normal((4, 20, 6)), rng.standard_normal((4, 20))
     dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(4)

@@ -123,6 +123,9 @@ def test_implicit_gradient_matches_unrolling():
 
     reference = gradient(lambda F: implicit.svm_implicit(F, Y, lam1, 1.0, smoothing=1.0,
                                                          tol=0.0, max_iter=3_000)[0])
-    unrolled = gradient(lambda F: svm.svm_dual_unrolled(F, Y, lam1, 1.0, iterations=3000,
-                                                        smoothing=1.0))
-    np.testing.assert_allclose(unrolled, reference, atol=1e-6)
+    # The smoothed dual is strongly concave: FISTA converges linearly and so do the unrolled
+    # gradients (100 iterations reach ~1e-9 here; the gradient of 10 is visibly off).
+    errors = [np.abs(gradient(lambda F: svm.svm_dual_unrolled(
+        F, Y, lam1, 1.0, iterations=iterations, smoothing=1.0)) - reference).max()
+        for iterations in (10, 100)]
+    assert errors[1] <= 1e-7 and errors[1] < 1e-2 * errors[0]

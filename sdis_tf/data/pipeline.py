@@ -1,0 +1,154 @@
+"""tf.data pipeline of 3D Shapes regression tasks (section 5.1, appendix D.2.1).
+
+Step k of `task_batches` yields T tasks of n samples:
+
+    indices [T, n]  grid indices i ~ p_{alpha,rho} (`latents.GridSampler`)
+    z       [T, n, 6] float32, jittered standardised latents of those points
+    factors [T, n, 6] float32, their factor values in dataset units (the grid
+                       values, or the jittered values with `render_jittered`)
+    x       [T, n, 64, 64, 3] float32 in [0, 1], from the real data or the renderer
+    + the task part, `task_fn(seed, z)`: by default (`regression_tasks`)
+    w [T, 6] sparse weights, w_support [T, 6] bool, y [T, n] = z w + noise.
+
+With `num_query > 0` the tasks also get a query set drawn the same way, with
+the same weights and fresh noise: keys `indices_query`, `z_query`, ...,
+`y_query`. The default (`num_query = 0`) is the paper's setting, where the
+inner and outer problems use the same n samples.
+
+Randomness is stateless: step k uses seeds derived from (seed, k) only, so a
+pipeline started at `start_step = k` (a resumed run) yields exactly the
+batches k, k+1, ... of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from sdis_tf.data import latents as latents_lib
+from sdis_tf.data import render as render_lib
+from sdis_tf.data import shapes3d
+from sdis_tf.data import tasks as tasks_lib
+
+TaskFn = Callable[[tf.Tensor, tf.Tensor, Optional[tf.Tensor]], dict]
+"""task_fn(seed [2] int, z [T, n, 6], z_query [T, n_q, 6] or None) -> dict of task
+tensors: 'y' [T, n] and, when z_query is given, 'y_query' [T, n_q]."""
+
+
+def regression_tasks(kind: str = "bernoulli", *, noise: str = "snr", noise_scale: float = 0.1,
+                     **weight_kwargs) -> TaskFn:
+    """task_fn drawing w [T, 6] with `tasks.sample_weights(kind)` and y = z w + noise.
+
+    Defaults are the paper's: Bernoulli(0.5) supports with N(0, 1) values, and
+    noise of norm 0.1 ||z w|| per task ('snr'). Extra keyword arguments
+    (p, block_size, support_size) go to `tasks.sample_weights`.
+    """
+    def task_fn(seed, z, z_query=None):
+        seed_w, seed_y, seed_q = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        w = tasks_lib.sample_weights(seed_w, z.shape[0], z.shape[-1], kind, **weight_kwargs)
+        batch = {"w": w, "w_support": tf.not_equal(w, 0.0),
+                 "y": tasks_lib.targets(seed_y, z, w, noise, noise_scale)}
+        if z_query is not None:  # same task, its own noise (and noise scale for 'snr')
+            batch["y_query"] = tasks_lib.targets(seed_q, z_query, w, noise, noise_scale)
+        return batch
+
+    return task_fn
+
+
+class ImageSource:
+    """Images of grid points: the real data (`shapes3d.Shapes3D`) or the renderer.
+
+    `images(indices [T, n], factors [T, n, 6]) -> [T, n, 64, 64, 3]` float32.
+    """
+
+    def __init__(self, data: Optional[shapes3d.Shapes3D] = None):
+        self.data = data
+
+    def images(self, indices: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+        if self.data is not None:
+            return self.data.images_tf(indices)
+        flat = render_lib.render(tf.reshape(factors, [-1, 6]))
+        return tf.reshape(flat, tf.concat([tf.shape(indices), flat.shape[1:]], 0))
+
+
+def image_source(source) -> ImageSource:
+    """'render' -> the procedural renderer; a path -> `shapes3d.load_shapes3d(path)`;
+    a loaded `Shapes3D` is used as is."""
+    if isinstance(source, shapes3d.Shapes3D):
+        return ImageSource(source)
+    if source == "render":
+        return ImageSource()
+    return ImageSource(shapes3d.load_shapes3d(source))
+
+
+def task_batches(source, *, num_tasks: int = 8, num_samples: int = 50, num_query: int = 0,
+                 alpha: Optional[float] = None, distribution: str = "harder_gauss_0.9",
+                 seed: int = 0, start_step: int = 0, num_steps: Optional[int] = None,
+                 task_fn: Optional[TaskFn] = None, render_jittered: bool = False,
+                 latents: Optional[latents_lib.Latents] = None) -> tf.data.Dataset:
+    """Dataset of task batches (see the module docstring for the keys and shapes).
+
+    Args:
+      source: 'render', a path to 3dshapes.h5 / a TFDS dir, or an `ImageSource`.
+      num_tasks, num_samples: T and n (support set); num_query: query samples per task.
+      alpha: grid jitter level (z_noise_scale), default 1.0 (or `latents.alpha`);
+        distribution: 'uniform', 'harder_gauss_<rho>' or 'gauss_<rho>'
+        (`latents.parse_distribution`).
+      seed: the run's data seed; start_step: first step (to resume); num_steps:
+        number of batches (None: infinite).
+      task_fn: the task part; default `regression_tasks()`.
+      render_jittered: render the jittered factor values instead of the grid
+        values (renderer only: the real data has only grid images).
+      latents: precomputed `latents.make_latents(alpha)` (else computed here).
+    Raises:
+      ValueError: for invalid sizes, `alpha` different from `latents.alpha`,
+        or `render_jittered` with the real data.
+    """
+    if num_tasks < 1 or num_samples < 1 or num_query < 0:
+        raise ValueError(f"need num_tasks >= 1, num_samples >= 1, num_query >= 0; got "
+                         f"{num_tasks}, {num_samples}, {num_query}")
+    source = source if isinstance(source, ImageSource) else image_source(source)
+    if render_jittered and source.data is not None:
+        raise ValueError("render_jittered=True needs source='render': the real data only "
+                         "has images of the grid values")
+    if latents is None:
+        latents = latents_lib.make_latents(1.0 if alpha is None else alpha)
+    elif alpha is not None and alpha != latents.alpha:
+        raise ValueError(f"alpha={alpha} differs from latents.alpha={latents.alpha}")
+    sampler = latents_lib.make_sampler(latents, distribution)
+    task_fn = task_fn if task_fn is not None else regression_tasks()
+    z_table = tf.constant(latents.z, tf.float32)
+    factor_table = tf.constant(
+        latents.factors if render_jittered else latents_lib.grid_factors(), tf.float32)
+    base_seed = tf.constant([seed, 0x5EED], tf.int64)
+
+    def draw(step_seed, size, suffix):
+        seed_idx, seed_task = tf.unstack(tf.random.experimental.stateless_split(step_seed, 2))
+        indices = sampler.sample([num_tasks, size], seed_idx)
+        z = tf.gather(z_table, indices)
+        factors = tf.gather(factor_table, indices)
+        batch = {"indices": indices, "z": z, "factors": factors,
+                 "x": source.images(indices, factors)}
+        return {key + suffix: value for key, value in batch.items()}, seed_task
+
+    def make_batch(step):
+        step_seed = tf.random.experimental.stateless_fold_in(base_seed, step)
+        seed_support, seed_query = tf.unstack(
+            tf.random.experimental.stateless_split(step_seed, 2))
+        batch, seed_task = draw(seed_support, num_samples, "")
+        z_query = None
+        if num_query > 0:
+            query, _ = draw(seed_query, num_query, "_query")
+            batch.update(query)
+            z_query = query["z_query"]
+        batch.update(task_fn(seed_task, batch["z"], z_query))
+        batch["step"] = step
+        return batch
+
+    steps = tf.data.Dataset.counter(start_step, dtype=tf.int64)
+    if num_steps is not None:
+        steps = steps.take(num_steps)
+    return steps.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True).prefetch(2)
+
