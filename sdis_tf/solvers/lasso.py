@@ -38,6 +38,7 @@ from sdis_tf.solvers import _batch
 from sdis_tf.solvers.prox import block_soft_threshold, safe_norm
 
 _METHODS = ("auto", "gram", "residual")
+ANDERSON_K = 5  # epochs between Anderson extrapolations
 
 
 class LassoResult(NamedTuple):
@@ -177,30 +178,73 @@ def _round_sizes(num_tasks, smallest=8):
     return sizes
 
 
+def _anderson_extrapolate(history, W_t, aux, init_aux, X, Y3, lam, active):
+    """Anderson extrapolation of the last K + 1 iterates (as in skglm / celer).
+
+    With U_i = W^(i+1) - W^(i) (i < K) flattened per task, the weights c solve
+    min ||sum_i c_i U_i|| s.t. sum_i c_i = 1, i.e. c = z / sum(z) with
+    (U U^T) z = 1 (normalised by its trace, plus a dtype-eps ridge). The
+    extrapolated point sum_i c_i W^(i+1) replaces W for the active tasks whose
+    objective it lowers; every other task is left exactly as it was.
+
+    Shapes: history [K+1, m, T, k], W_t [m, T, k].
+    """
+    num = history.shape[0] - 1
+    iterates = history[1:]
+    steps = tf.reshape(tf.transpose(iterates - history[:-1], [2, 0, 1, 3]),
+                       [tf.shape(W_t)[1], num, -1])                       # [T, K, m k]
+    products = tf.linalg.matmul(steps, steps, transpose_b=True)           # [T, K, K]
+    trace = tf.linalg.trace(products)
+    products /= tf.where(trace > 0, trace, tf.ones_like(trace))[:, None, None]
+    eps = 10 * tf.constant(tf.experimental.numpy.finfo(W_t.dtype.as_numpy_dtype).eps, W_t.dtype)
+    products += eps * tf.eye(num, dtype=W_t.dtype)
+    z = tf.linalg.solve(products, tf.ones_like(products[..., :1]))[..., 0]  # [T, K]
+    weights = tf.math.divide_no_nan(z, tf.reduce_sum(z, axis=-1, keepdims=True))
+    W_acc = tf.einsum("tK,Kmtk->mtk", weights, iterates)
+    current = _objective_and_gap(tf.transpose(W_t, [1, 0, 2]), X, Y3, lam)[0]
+    candidate = _objective_and_gap(tf.transpose(W_acc, [1, 0, 2]), X, Y3, lam)[0]
+    finite = tf.reduce_all(tf.math.is_finite(W_acc), axis=[0, 2])
+    accept = active & finite & (candidate < current)
+    W_t = tf.where(accept[None, :, None], W_acc, W_t)
+    return W_t, init_aux(W_t)
+
+
 def _run_epochs(X, Y3, lam, threshold, method, state, step, max_epochs, max_active):
     """Epochs on one (sub)batch until at most `max_active` tasks are unconverged.
 
-    state = (W [S, m, k], gap [S], epochs [S], active [S]); converged tasks are
-    frozen (their rows are left untouched by the coordinate updates).
+    state = (W [S, m, k], gap [S], epochs [S], active [S], history [S, K+1, m, k]);
+    converged tasks are frozen (their rows are left untouched by the coordinate
+    updates). Every ANDERSON_K epochs (counted from the start of the solve, so a
+    task's iterates do not depend on the compaction of the batch) the last
+    iterates are extrapolated (`_anderson_extrapolate`).
     """
     init_aux, epoch = _make_epoch(X, Y3, lam, method)
-    W, gap, epochs, active = state
+    W, gap, epochs, active, history = state
 
-    def body(step, W_t, aux, gap, epochs, active):
+    def body(step, W_t, aux, history, gap, epochs, active):
         W_t, aux = epoch(W_t, aux, active)
+        history = tf.concat([history[1:], W_t[None]], axis=0)
+        due = (step + 1) % ANDERSON_K == 0
+        W_t, aux = tf.cond(
+            due, lambda: _anderson_extrapolate(history, W_t, aux, init_aux, X, Y3, lam, active),
+            lambda: (W_t, aux))
+        history = tf.concat([history[:-1], W_t[None]], axis=0)
         new_gap = _objective_and_gap(tf.transpose(W_t, [1, 0, 2]), X, Y3, lam)[1]
         gap = tf.where(active, new_gap, gap)
         epochs = tf.where(active, step + 1, epochs)
-        return step + 1, W_t, aux, gap, epochs, active & (gap > threshold)
+        return step + 1, W_t, aux, history, gap, epochs, active & (gap > threshold)
 
-    def cond(step, W_t, aux, gap, epochs, active):
+    def cond(step, W_t, aux, history, gap, epochs, active):
         return (step < max_epochs) & (tf.reduce_sum(tf.cast(active, tf.int32)) > max_active)
 
     W_t = tf.transpose(W, [1, 0, 2])
-    step, W_t, _, gap, epochs, active = tf.while_loop(
-        cond, body, (step, W_t, init_aux(W_t), gap, epochs, active),
+    history = tf.transpose(history, [1, 2, 0, 3])
+    step, W_t, _, history, gap, epochs, active = tf.while_loop(
+        cond, body, (step, W_t, init_aux(W_t), history, gap, epochs, active),
         maximum_iterations=max_epochs)
-    return (tf.transpose(W_t, [1, 0, 2]), gap, epochs, active), step
+    state = (tf.transpose(W_t, [1, 0, 2]), gap, epochs, active,
+             tf.transpose(history, [2, 0, 1, 3]))
+    return state, step
 
 
 def _solve(X, Y3, lam, W0, tol, max_epochs, method):
@@ -217,7 +261,8 @@ def _solve(X, Y3, lam, W0, tol, max_epochs, method):
     threshold = tol * 0.5 / n * tf.reduce_sum(tf.square(Y3), axis=[1, 2])
     gap = _objective_and_gap(W0, X, Y3, lam)[1]
     active = gap > threshold
-    state = (W0, gap, tf.zeros_like(active, tf.int32), active)
+    history = tf.tile(W0[:, None], [1, ANDERSON_K + 1, 1, 1])
+    state = (W0, gap, tf.zeros_like(active, tf.int32), active, history)
     step = tf.constant(0)
     sizes = _round_sizes(X.shape[0])
     for size, next_size in zip(sizes, sizes[1:] + [0]):
@@ -232,7 +277,7 @@ def _solve(X, Y3, lam, W0, tol, max_epochs, method):
                                       tuple(map(take, state)), step, max_epochs, next_size)
         state = tuple(tf.tensor_scatter_nd_update(full, index[:, None], part)
                       for full, part in zip(state, sub_state))
-    W, gap, epochs, active = state
+    W, gap, epochs, active, _ = state
     return LassoResult(W, gap, epochs, ~active)
 
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
 from sdis_tf import solvers
+from sdis_tf.solvers.lasso import ANDERSON_K
 from sdis_tf.train import distribute
 
 TIGHT = dict(tol=1e-14, max_epochs=50_000)
@@ -112,9 +113,12 @@ def test_tasks_are_independent_of_the_batch():
     assert epochs[0] == 0 and epochs[T // 2] < epochs[-1] and bool(tf.reduce_all(batched.converged))
     for t in rng.permutation(T)[:6].tolist() + [0, T - 1]:
         alone = solvers.lasso(X[t:t + 1], Y[t:t + 1], lam[t:t + 1], tol=1e-10, max_epochs=100_000)
-        # Equal up to the rounding of XLA's batched reductions.
-        np.testing.assert_allclose(alone.W.numpy()[0], batched.W.numpy()[t], rtol=0, atol=1e-12)
-        assert abs(int(alone.epochs.numpy()[0]) - int(epochs[t])) <= 1
+        # The same iterates up to the rounding of XLA's batched reductions; an
+        # Anderson step accepted in one run and not the other (a tie at rounding
+        # level) can shift the trajectory within the tolerance of the solve.
+        np.testing.assert_allclose(alone.W.numpy()[0], batched.W.numpy()[t], rtol=0, atol=1e-8)
+        assert abs(int(alone.epochs.numpy()[0]) - int(epochs[t])) <= max(ANDERSON_K,
+                                                                         0.1 * epochs[t])
 
 
 def test_warm_start_and_methods_agree():
