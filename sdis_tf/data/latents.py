@@ -133,6 +133,8 @@ def make_latents(alpha: float = 1.0, seed: int = JITTER_SEED) -> Latents:
 def covariance(kind: str, rho: float, dim: int = 6) -> np.ndarray:
     """Sigma `[dim, dim]`: 'harder_gauss' (1-rho) I + rho 11^T; 'gauss' rho^|j-k|."""
     if kind == "harder_gauss":
+        if dim == 1:
+            return np.ones((1, 1))  # one factor: no correlation to speak of
         if not -1.0 / (dim - 1) < rho < 1.0:
             raise ValueError(f"rho must lie in (-1/{dim - 1}, 1) for 'harder_gauss'; got {rho}")
         return (1.0 - rho) * np.eye(dim) + rho * np.ones((dim, dim))

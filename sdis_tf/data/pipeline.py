@@ -3,10 +3,11 @@
 Step k of `task_batches` yields T tasks of n samples:
 
     indices [T, n]  grid indices i ~ p_{alpha,rho} (`latents.GridSampler`)
-    z       [T, n, 6] float32, jittered standardised latents of those points
-    factors [T, n, 6] float32, their factor values in dataset units (the grid
+    z       [T, n, K] float32, jittered standardised latents of those points
+    factors [T, n, K] float32, their factor values in dataset units (the grid
                        values, or the jittered values with `render_jittered`)
-    x       [T, n, 64, 64, 3] float32 in [0, 1], from the real data or the renderer
+    x       [T, n, H, W, C] float32 in [0, 1], from a data file or the renderer
+                       (K = 6, 64x64x3 for 3D Shapes and the renderer)
     + the task part, `task_fn(seed, z)`: by default (`regression_tasks`)
     w [T, 6] sparse weights, w_support [T, 6] bool, y [T, n] = z w + noise.
 
@@ -22,10 +23,13 @@ batches k, k+1, ... of an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
+from sdis_tf.data import factors as factors_lib
 from sdis_tf.data import latents as latents_lib
 from sdis_tf.data import render as render_lib
 from sdis_tf.data import shapes3d
@@ -57,13 +61,26 @@ def regression_tasks(kind: str = "bernoulli", *, noise: str = "snr", noise_scale
 
 
 class ImageSource:
-    """Images of grid points: the real data (`shapes3d.Shapes3D`) or the renderer.
+    """Images of data points: a labelled-factor file, the real 3D Shapes data or the renderer.
 
-    `images(indices [T, n], factors [T, n, 6]) -> [T, n, 64, 64, 3]` float32.
+    `images(indices [T, n], factors [T, n, K]) -> [T, n, H, W, C]` float32 in [0, 1].
+    `data` is None for the renderer, else a `shapes3d.Shapes3D` or a
+    `factors.FactorDataset` (row i of `data.factors` is the factor values of image i).
     """
 
-    def __init__(self, data: Optional[shapes3d.Shapes3D] = None):
+    def __init__(self, data=None):
         self.data = data
+
+    @property
+    def factor_table(self) -> np.ndarray:
+        """[N, K] factor values of the rows that can be drawn (the full grid for the renderer)."""
+        return latents_lib.grid_factors() if self.data is None else self.data.factors
+
+    def default_latents(self, alpha: float) -> latents_lib.Latents:
+        """The jittered, standardised latents over this source's rows (p_{alpha,rho}'s support)."""
+        if isinstance(self.data, factors_lib.FactorDataset):
+            return factors_lib.make_latents(self.data, alpha)
+        return latents_lib.make_latents(alpha)
 
     def images(self, indices: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
         if self.data is not None:
@@ -73,13 +90,16 @@ class ImageSource:
 
 
 def image_source(source) -> ImageSource:
-    """'render' -> the procedural renderer; a path -> `shapes3d.load_shapes3d(path)`;
-    a loaded `Shapes3D` is used as is."""
-    if isinstance(source, shapes3d.Shapes3D):
+    """'render' -> the procedural renderer; a directory -> a prepared TFDS `shapes3d`
+    (`shapes3d.load_shapes3d`); a file -> `factors.load_factor_dataset` (3D Shapes h5,
+    dSprites npz, plain npz/h5); a loaded `Shapes3D` / `FactorDataset` is used as is."""
+    if isinstance(source, (shapes3d.Shapes3D, factors_lib.FactorDataset)):
         return ImageSource(source)
     if source == "render":
         return ImageSource()
-    return ImageSource(shapes3d.load_shapes3d(source))
+    if os.path.isdir(source):
+        return ImageSource(shapes3d.load_shapes3d(source))
+    return ImageSource(factors_lib.load_factor_dataset(source))
 
 
 def task_batches(source, *, num_tasks: int = 8, num_samples: int = 50, num_query: int = 0,
@@ -90,7 +110,8 @@ def task_batches(source, *, num_tasks: int = 8, num_samples: int = 50, num_query
     """Dataset of task batches (see the module docstring for the keys and shapes).
 
     Args:
-      source: 'render', a path to 3dshapes.h5 / a TFDS dir, or an `ImageSource`.
+      source: 'render', a path (3dshapes.h5, a TFDS dir, any labelled-factor file
+        `factors.load_factor_dataset` reads) or an `ImageSource`.
       num_tasks, num_samples: T and n (support set); num_query: query samples per task.
       alpha: grid jitter level (z_noise_scale), default 1.0 (or `latents.alpha`);
         distribution: 'uniform', 'harder_gauss_<rho>' or 'gauss_<rho>'
@@ -100,7 +121,8 @@ def task_batches(source, *, num_tasks: int = 8, num_samples: int = 50, num_query
       task_fn: the task part; default `regression_tasks()`.
       render_jittered: render the jittered factor values instead of the grid
         values (renderer only: the real data has only grid images).
-      latents: precomputed `latents.make_latents(alpha)` (else computed here).
+      latents: precomputed latents over the source's rows (else
+        `source.default_latents(alpha)`).
     Raises:
       ValueError: for invalid sizes, `alpha` different from `latents.alpha`,
         or `render_jittered` with the real data.
@@ -113,14 +135,14 @@ def task_batches(source, *, num_tasks: int = 8, num_samples: int = 50, num_query
         raise ValueError("render_jittered=True needs source='render': the real data only "
                          "has images of the grid values")
     if latents is None:
-        latents = latents_lib.make_latents(1.0 if alpha is None else alpha)
+        latents = source.default_latents(1.0 if alpha is None else alpha)
     elif alpha is not None and alpha != latents.alpha:
         raise ValueError(f"alpha={alpha} differs from latents.alpha={latents.alpha}")
     sampler = latents_lib.make_sampler(latents, distribution)
     task_fn = task_fn if task_fn is not None else regression_tasks()
     z_table = tf.constant(latents.z, tf.float32)
     factor_table = tf.constant(
-        latents.factors if render_jittered else latents_lib.grid_factors(), tf.float32)
+        latents.factors if render_jittered else source.factor_table, tf.float32)
     base_seed = tf.constant([seed, 0x5EED], tf.int64)
 
     def draw(step_seed, size, suffix):
