@@ -17,6 +17,7 @@ from sdis_tf.solvers.svm import svm_lambda_max
 
 _PACKAGE = "sdis_tf"
 _DIFF_MODES = ("implicit", "unroll")
+_BACKENDS = ("auto", "xla", "op")
 
 
 def _check_regularization(layer_name, eps, lam, lam_name="lam"):
@@ -69,13 +70,17 @@ class LassoHead(_InnerHead):
       tol: duality-gap tolerance of the forward solve, relative to ||Y||^2/(2n).
       max_epochs: epoch budget of the forward solve (implicit mode).
       unroll_epochs: number of epochs differentiated through (unroll mode).
+      backend: forward solver of the implicit mode, as in `solvers.lasso`:
+        "auto" (the C++ op outside XLA when built, else XLA), "xla" or "op".
+        The gradient is the same for all: it is defined by the optimality
+        condition, not by the solver.
     Input: (features [T, n, m], targets [T, n] or [T, n, k]).
     Output: W [T, m] or [T, m, k].
     `solve(inputs)` returns (W, LassoResult) to monitor gaps and epochs.
     """
 
     def __init__(self, eps=None, *, lam=None, diff="implicit", tol=1e-5, max_epochs=500,
-                 unroll_epochs=50, **kwargs):
+                 unroll_epochs=50, backend="auto", **kwargs):
         super().__init__(eps, lam=lam, **kwargs)
         if diff not in _DIFF_MODES:
             raise ValueError(f"LassoHead: `diff` must be one of {_DIFF_MODES}. Received: diff={diff!r}")
@@ -85,7 +90,11 @@ class LassoHead(_InnerHead):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LassoHead: `{field}` must be an integer >= 1. "
                                  f"Received: {field}={value!r}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"LassoHead: `backend` must be one of {_BACKENDS}. "
+                             f"Received: backend={backend!r}")
         self.diff = diff
+        self.backend = backend
         self.tol = tol
         self.max_epochs = max_epochs
         self.unroll_epochs = unroll_epochs
@@ -103,11 +112,13 @@ class LassoHead(_InnerHead):
         """Implicit-mode solve returning (W, LassoResult) for monitoring gaps and epochs."""
         features, targets = inputs
         return implicit.lasso_implicit(features, targets, self.regularization(features, targets),
-                                       tol=self.tol, max_epochs=self.max_epochs)
+                                       tol=self.tol, max_epochs=self.max_epochs,
+                                       backend=self.backend)
 
     def get_config(self):
         return {**super().get_config(), "diff": self.diff, "tol": self.tol,
-                "max_epochs": self.max_epochs, "unroll_epochs": self.unroll_epochs}
+                "max_epochs": self.max_epochs, "unroll_epochs": self.unroll_epochs,
+                "backend": self.backend}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -38,6 +38,7 @@ from sdis_tf.solvers import _batch
 from sdis_tf.solvers.prox import block_soft_threshold, safe_norm
 
 _METHODS = ("auto", "gram", "residual")
+_BACKENDS = ("auto", "xla", "op")
 ANDERSON_K = 5  # epochs between Anderson extrapolations
 
 
@@ -308,7 +309,7 @@ def _check_positive(value, what, name, integer=False):
         raise ValueError(f"{name}: {what} must be {allowed}, got {value!r}.")
 
 
-def lasso(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None, method="auto"):
+def lasso(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None, method="auto", backend="auto"):
     """Solves a batch of (group) Lasso problems by proximal coordinate descent.
 
     Minimises, for each task t, 1/(2n) ||Y_t - X_t W||_F^2 + lam_t sum_j ||W_j||_2.
@@ -318,18 +319,33 @@ def lasso(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None, method="auto"):
       Y: [T, n] targets (Lasso) or [T, n, k] (group Lasso over rows of W [m, k]).
       lam: scalar or [T], >= 0 (lam >= lasso_lambda_max(X, Y) gives W = 0).
       tol: stop a task when its duality gap <= tol * ||Y_t||^2 / (2n).
-      max_epochs: maximum number of passes over the m coordinates.
+      max_epochs: maximum number of passes over the m coordinates (over the
+        working set with the C++ op).
       W0: optional warm start, shaped like the solution.
-      method: "gram" (precomputed X^T X, best for m <= n), "residual" (best for
-        m > n) or "auto" (chooses by the static shapes).
+      method: XLA path only: "gram" (precomputed X^T X, best for m <= n),
+        "residual" (best for m > n) or "auto" (chooses by the static shapes).
+      backend: "xla" (the compiled TensorFlow solver of this module), "op" (the
+        C++ working-set solver of `custom_ops/`, CPU, not under XLA) or "auto":
+        the op when it is built and the call is eager or in a plain
+        `tf.function` (and `method` is "auto"), else XLA (inside
+        `jit_compile=True` functions and on TPU).
     Returns:
       LassoResult(W, gap, epochs, converged).
     """
+    if backend not in _BACKENDS:
+        raise ValueError(f"lasso: backend must be one of {_BACKENDS}, got {backend!r}.")
     _check_positive(tol, "tol", "lasso")
     _check_positive(max_epochs, "max_epochs", "lasso", integer=True)
     batch = _batch.as_batch(X, Y, lam, name="lasso")
-    method = _resolve_method(method, batch.X)
     W0 = _initial_point(W0, batch, "lasso")
+    if backend != "xla":
+        from sdis_tf.solvers import lasso_op  # the op's module imports this one
+        if backend == "op" or (method == "auto" and not lasso_op.in_xla_context()
+                               and lasso_op.op_available()):
+            result = lasso_op.lasso_op(batch.X, batch.Y, batch.lam, tol=tol,
+                                       max_epochs=max_epochs, W0=W0)
+            return result._replace(W=_batch.restore_output_shape(result.W, batch.single_output))
+    method = _resolve_method(method, batch.X)
     result = _solve_compiled(batch.X, batch.Y, batch.lam, W0, tol, max_epochs, method)
     return result._replace(W=_batch.restore_output_shape(result.W, batch.single_output))
 

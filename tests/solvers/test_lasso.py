@@ -1,11 +1,14 @@
 """Batched (group) Lasso against scikit-learn, edge cases, certificates, XLA and tf.distribute."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
 from sdis_tf import solvers
+from sdis_tf.solvers import lasso_op
 from sdis_tf.solvers.lasso import ANDERSON_K
 from sdis_tf.train import distribute
 
@@ -28,6 +31,11 @@ def relative_objective_error(X, Y, lam, W):
     return np.max(np.abs(ours - reference) / np.abs(reference))
 
 
+# This file tests the compiled TensorFlow solver; the C++ op has its own tests
+# (test_lasso_op.py) and `backend="auto"` is tested at the end.
+xla_lasso = functools.partial(solvers.lasso, backend="xla")
+
+
 @pytest.mark.parametrize("shape", [(4, 30, 10, 1), (3, 20, 40, 1), (3, 30, 8, 3), (2, 12, 30, 4)],
                          ids=["lasso", "lasso-n<m", "group", "group-n<m"])
 def test_matches_sklearn(shape):
@@ -36,7 +44,7 @@ def test_matches_sklearn(shape):
     X = rng.standard_normal((T, n, m))
     Y = rng.standard_normal((T, n) if k == 1 else (T, n, k))
     lam = rng.uniform(0.05, 0.5, T) * solvers.lasso_lambda_max(X, Y).numpy()
-    result = solvers.lasso(X, Y, lam, **TIGHT)
+    result = xla_lasso(X, Y, lam, **TIGHT)
     assert result.W.shape == (T, m) if k == 1 else (T, m, k)
     assert bool(tf.reduce_all(result.converged))
     assert relative_objective_error(X, Y, lam, result.W.numpy()) < 1e-8
@@ -48,14 +56,14 @@ def test_gap_is_a_certificate():
     rng = np.random.default_rng(1)
     X, Y = rng.standard_normal((5, 25, 12)), rng.standard_normal((5, 25))
     lam = 0.2 * solvers.lasso_lambda_max(X, Y)
-    result = solvers.lasso(X, Y, lam, tol=1e-8)
+    result = xla_lasso(X, Y, lam, tol=1e-8)
     p0 = 0.5 / 25 * np.sum(Y ** 2, axis=1)
     assert np.all(result.gap.numpy() >= -1e-12)
     assert np.all(result.gap.numpy() <= 1e-8 * p0)
     # Weak duality at arbitrary points, and the gap bounds the suboptimality.
     W_random = rng.standard_normal((5, 12))
     assert np.all(solvers.lasso_gap(W_random, X, Y, lam).numpy() > 0)
-    optimum = solvers.lasso_objective(solvers.lasso(X, Y, lam, **TIGHT).W, X, Y, lam)
+    optimum = solvers.lasso_objective(xla_lasso(X, Y, lam, **TIGHT).W, X, Y, lam)
     suboptimality = solvers.lasso_objective(result.W, X, Y, lam) - optimum
     assert np.all(suboptimality.numpy() <= result.gap.numpy() + 1e-14)
 
@@ -66,10 +74,10 @@ def test_lambda_max_is_the_zero_threshold(k):
     X = rng.standard_normal((3, 20, 15))
     Y = rng.standard_normal((3, 20) if k == 1 else (3, 20, k))
     lam_max = solvers.lasso_lambda_max(X, Y)
-    at_max = solvers.lasso(X, Y, lam_max, **TIGHT)
+    at_max = xla_lasso(X, Y, lam_max, **TIGHT)
     assert np.all(at_max.W.numpy() == 0.0)
     assert np.all(at_max.epochs.numpy() == 0)
-    below = solvers.lasso(X, Y, 0.99 * lam_max, **TIGHT)
+    below = xla_lasso(X, Y, 0.99 * lam_max, **TIGHT)
     assert np.all(np.abs(below.W.numpy()).reshape(3, -1).max(axis=1) > 0)
 
 
@@ -81,7 +89,7 @@ def test_zero_and_duplicated_columns():
     Y = rng.standard_normal((2, 20))
     lam = 0.1 * solvers.lasso_lambda_max(X, Y).numpy()
     W0 = np.ones((2, 8))  # a warm start that is wrong on the zero column
-    result = solvers.lasso(X, Y, lam, W0=W0, **TIGHT)
+    result = xla_lasso(X, Y, lam, W0=W0, **TIGHT)
     assert np.all(result.W.numpy()[:, 2] == 0.0)
     assert relative_objective_error(X, Y, lam, result.W.numpy()) < 1e-8
 
@@ -91,7 +99,7 @@ def test_constant_and_zero_targets():
     X = rng.standard_normal((3, 15, 6))
     Y = np.stack([np.zeros(15), np.full(15, 2.0), rng.standard_normal(15)])
     lam = np.array([0.1, 0.05, 0.1])
-    result = solvers.lasso(X, Y, lam, **TIGHT)
+    result = xla_lasso(X, Y, lam, **TIGHT)
     assert np.all(result.W.numpy()[0] == 0.0) and result.epochs.numpy()[0] == 0
     np.testing.assert_allclose(result.W.numpy()[1:], sklearn_solutions(X[1:], Y[1:], lam[1:]),
                                atol=1e-8)
@@ -108,11 +116,11 @@ def test_tasks_are_independent_of_the_batch():
     X[-1] = X[-1] @ np.linalg.qr(rng.standard_normal((30, 30)))[0] * np.linspace(0.1, 3, 30)
     Y = rng.standard_normal((T, 20))
     lam = np.geomspace(10.0, 0.01, T) * solvers.lasso_lambda_max(X, Y).numpy()
-    batched = solvers.lasso(X, Y, lam, tol=1e-10, max_epochs=100_000)
+    batched = xla_lasso(X, Y, lam, tol=1e-10, max_epochs=100_000)
     epochs = batched.epochs.numpy()
     assert epochs[0] == 0 and epochs[T // 2] < epochs[-1] and bool(tf.reduce_all(batched.converged))
     for t in rng.permutation(T)[:6].tolist() + [0, T - 1]:
-        alone = solvers.lasso(X[t:t + 1], Y[t:t + 1], lam[t:t + 1], tol=1e-10, max_epochs=100_000)
+        alone = xla_lasso(X[t:t + 1], Y[t:t + 1], lam[t:t + 1], tol=1e-10, max_epochs=100_000)
         # The same iterates up to the rounding of XLA's batched reductions; an
         # Anderson step accepted in one run and not the other (a tie at rounding
         # level) can shift the trajectory within the tolerance of the solve.
@@ -125,15 +133,15 @@ def test_warm_start_and_methods_agree():
     rng = np.random.default_rng(6)
     X, Y = rng.standard_normal((4, 25, 10)), rng.standard_normal((4, 25, 2))
     lam_max = solvers.lasso_lambda_max(X, Y)
-    cold = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10)
-    gram = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, method="gram")
-    residual = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, method="residual")
+    cold = xla_lasso(X, Y, 0.1 * lam_max, tol=1e-10)
+    gram = xla_lasso(X, Y, 0.1 * lam_max, tol=1e-10, method="gram")
+    residual = xla_lasso(X, Y, 0.1 * lam_max, tol=1e-10, method="residual")
     np.testing.assert_allclose(gram.W.numpy(), residual.W.numpy(), atol=1e-9)
     assert np.all(gram.epochs.numpy() == residual.epochs.numpy())
-    warm = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, W0=cold.W)
+    warm = xla_lasso(X, Y, 0.1 * lam_max, tol=1e-10, W0=cold.W)
     assert np.all(warm.epochs.numpy() <= 1)
-    path = solvers.lasso(X, Y, 0.12 * lam_max, tol=1e-10)
-    from_path = solvers.lasso(X, Y, 0.1 * lam_max, tol=1e-10, W0=path.W)
+    path = xla_lasso(X, Y, 0.12 * lam_max, tol=1e-10)
+    from_path = xla_lasso(X, Y, 0.1 * lam_max, tol=1e-10, W0=path.W)
     assert from_path.epochs.numpy().sum() < cold.epochs.numpy().sum()
 
 
@@ -141,8 +149,8 @@ def test_float32_matches_float64():
     rng = np.random.default_rng(7)
     X, Y = rng.standard_normal((4, 30, 6)), rng.standard_normal((4, 30))
     lam = 0.1 * solvers.lasso_lambda_max(X, Y).numpy()
-    r64 = solvers.lasso(X, Y, lam, tol=1e-10)
-    r32 = solvers.lasso(X.astype(np.float32), Y.astype(np.float32), lam.astype(np.float32),
+    r64 = xla_lasso(X, Y, lam, tol=1e-10)
+    r32 = xla_lasso(X.astype(np.float32), Y.astype(np.float32), lam.astype(np.float32),
                         tol=1e-5)
     assert r32.W.dtype == tf.float32 and bool(tf.reduce_all(r32.converged))
     np.testing.assert_allclose(r32.W.numpy(), r64.W.numpy(), atol=2e-3)
@@ -154,10 +162,10 @@ def test_runs_under_jit_compile():
 
     @tf.function(jit_compile=True)
     def solve(X, Y):
-        return solvers.lasso(X, Y, 0.2 * solvers.lasso_lambda_max(X, Y), tol=1e-10)
+        return xla_lasso(X, Y, 0.2 * solvers.lasso_lambda_max(X, Y), tol=1e-10)
 
     compiled = solve(tf.constant(X), tf.constant(Y))
-    eager = solvers.lasso(X, Y, 0.2 * solvers.lasso_lambda_max(X, Y), tol=1e-10)
+    eager = xla_lasso(X, Y, 0.2 * solvers.lasso_lambda_max(X, Y), tol=1e-10)
     np.testing.assert_allclose(compiled.W.numpy(), eager.W.numpy(), atol=1e-12)
 
 
@@ -173,11 +181,11 @@ def test_runs_inside_mirrored_strategy():
 
     @tf.function
     def step(X, Y):
-        return solvers.lasso(X, Y, 0.1, tol=1e-10).W
+        return xla_lasso(X, Y, 0.1, tol=1e-10).W
 
     per_replica = strategy.run(step, args=batch)
     gathered = strategy.gather(per_replica, axis=0).numpy()
-    np.testing.assert_allclose(gathered, solvers.lasso(X, Y, 0.1, tol=1e-10).W.numpy(), atol=1e-12)
+    np.testing.assert_allclose(gathered, xla_lasso(X, Y, 0.1, tol=1e-10).W.numpy(), atol=1e-12)
 
 
 @pytest.mark.parametrize("call, message", [
@@ -194,3 +202,22 @@ def test_runs_inside_mirrored_strategy():
 def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_auto_backend_uses_the_op_outside_xla_only(monkeypatch):
+    """Whether or not the op is built here: a spy stands in for it."""
+    calls = []
+    monkeypatch.setattr(lasso_op, "op_available", lambda: True)
+    monkeypatch.setattr(lasso_op, "lasso_op",
+                        lambda *args, **kwargs: calls.append(1) or xla_lasso(*args, **kwargs))
+    X, Y = np.random.default_rng(10).standard_normal((2, 20, 6)), np.ones((2, 20))
+    eager = solvers.lasso(X, Y, 0.1, tol=1e-10)
+    assert len(calls) == 1
+    compiled = tf.function(lambda X, Y: solvers.lasso(X, Y, 0.1, tol=1e-10).W,
+                           jit_compile=True)(tf.constant(X), tf.constant(Y))
+    assert len(calls) == 1
+    np.testing.assert_allclose(compiled.numpy(), eager.W.numpy(), atol=1e-9)
+    solvers.lasso(X, Y, 0.1, tol=1e-10, method="gram")  # an XLA-only option: XLA path
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="backend must be one of"):
+        solvers.lasso(X, Y, 0.1, backend="cpp")
