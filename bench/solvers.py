@@ -5,9 +5,13 @@
 For each (T, m, k) with n = 50 and lam = 0.1 lam_max, every solver is asked for
 the same duality-gap target, gap <= tol * ||y||^2 / (2n) per task (scikit-learn's
 own criterion is the same test with tol/2), and the achieved worst gap is
-measured with sdis_tf's certificate for all of them. Times are steady-state
-(after XLA compilation, called from a tf.function as in training; an eager call
-adds a few ms of Python-side checks and dispatch), best of `--repeats`. Writes a Markdown table and JSON.
+measured with sdis_tf's certificate for all of them. Both of our backends are
+timed: the compiled TensorFlow solver (`backend="xla"`, what runs inside
+`jit_compile=True` training steps and on TPU) and the C++ working-set op
+(`backend="op"`, what `backend="auto"` picks outside XLA), if it is built. Times
+are steady-state (after compilation, called from a tf.function; an eager call adds
+a few ms of Python-side checks and dispatch), best of `--repeats`. Writes a
+Markdown table and JSON.
 """
 
 import argparse
@@ -24,10 +28,14 @@ from sklearn.linear_model import Lasso, MultiTaskLasso
 
 from sdis_tf import implicit, solvers
 
+from sdis_tf.solvers import lasso_op
+
 try:
     import skglm
 except ImportError:  # optional
     skglm = None
+
+BACKENDS = ("xla", "op") if lasso_op.op_available() else ("xla",)
 
 
 def best_time(fn, repeats):
@@ -52,11 +60,15 @@ def bench_cell(T, m, k, n, tol, repeats, rng):
     Xt, Yt, lamt = tf.constant(X), tf.constant(Y), tf.constant(lam)
     row = dict(T=T, n=n, m=m, k=k)
 
-    forward = tf.function(lambda X, Y, lam: solvers.lasso(X, Y, lam, tol=tol, max_epochs=100_000))
-    result = forward(Xt, Yt, lamt)  # compiles
-    row["ours_s"] = best_time(lambda: forward(Xt, Yt, lamt).W.numpy(), repeats)
-    row["ours_gap"] = worst_gap(result.W.numpy())
-    row["ours_max_epochs"] = int(np.max(result.epochs.numpy()))
+    for backend in BACKENDS:
+        forward = tf.function(
+            lambda X, Y, lam: solvers.lasso(X, Y, lam, tol=tol, max_epochs=100_000,
+                                            backend=backend),
+            jit_compile=backend == "xla")
+        result = forward(Xt, Yt, lamt)  # compiles
+        row[f"{backend}_s"] = best_time(lambda: forward(Xt, Yt, lamt).W.numpy(), repeats)
+        row[f"{backend}_gap"] = worst_gap(result.W.numpy())
+        row[f"{backend}_max_epochs"] = int(np.max(result.epochs.numpy()))
 
     sk_class = Lasso if k == 1 else MultiTaskLasso
     sk = lambda a: sk_class(alpha=a, fit_intercept=False, tol=tol / 2, max_iter=100_000)
@@ -71,38 +83,54 @@ def bench_cell(T, m, k, n, tol, repeats, rng):
             row["skglm_s"] = best_time(lambda: loop_solve(sg, X, Y, lam), 1)
             row["skglm_gap"] = worst_gap(loop_solve(sg, X, Y, lam))
 
-    def gradient(diff):
-        @tf.function(jit_compile=True)
+    def gradient(diff, backend="xla"):
+        @tf.function(jit_compile=backend == "xla")
         def fn(X):
             with tf.GradientTape() as tape:
                 tape.watch(X)
                 if diff == "implicit":
-                    W, _ = implicit.lasso_implicit(X, Yt, lamt, tol=tol, max_epochs=100_000)
+                    W, _ = implicit.lasso_implicit(X, Yt, lamt, tol=tol, max_epochs=100_000,
+                                                   backend=backend)
                 else:
-                    W = solvers.lasso_unrolled(X, Yt, lamt, epochs=row["ours_max_epochs"])
+                    W = solvers.lasso_unrolled(X, Yt, lamt, epochs=row["xla_max_epochs"])
                 loss = tf.reduce_sum(tf.square(W))
             return tape.gradient(loss, X)
         fn(Xt)
         return best_time(lambda: fn(Xt).numpy(), repeats)
 
-    row["fwd_bwd_implicit_s"] = gradient("implicit")
+    for backend in BACKENDS:
+        row[f"fwd_bwd_implicit_{backend}_s"] = gradient("implicit", backend)
     # Unrolling stores every coordinate update ([T, m, k] each): skip cells that need > 2 GB.
-    if row["ours_max_epochs"] * m * T * m * k * 8 < 2e9:
+    if row["xla_max_epochs"] * m * T * m * k * 8 < 2e9:
         row["fwd_bwd_unroll_s"] = gradient("unroll")
     return row
 
 
 def markdown(rows, tol):
-    head = ("| T | m | k | ours (s) | sklearn (s) | speed-up | skglm (s) | worst gap ours / sklearn / skglm "
-            "| fwd+bwd implicit (s) | fwd+bwd unroll (s) |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    fmt = lambda v: "n/a" if v is None else f"{v:.4g}"
-    lines = [f"| {r['T']} | {r['m']} | {r['k']} | {fmt(r['ours_s'])} | {fmt(r['sklearn_s'])} | "
-             f"{r['sklearn_s'] / r['ours_s']:.1f}x | {fmt(r.get('skglm_s'))} | "
-             f"{r['ours_gap']:.1e} / {r['sklearn_gap']:.1e} / {fmt(r.get('skglm_gap'))} | "
-             f"{fmt(r['fwd_bwd_implicit_s'])} | {fmt(r.get('fwd_bwd_unroll_s'))} |" for r in rows]
+    columns = [("T", "T"), ("m", "m"), ("k", "k")]
+    columns += [(f"{b}_s", f"{b} (s)") for b in BACKENDS]
+    columns += [("sklearn_s", "sklearn (s)"), ("skglm_s", "skglm (s)")]
+    columns += [(f"speedup_{b}", f"sklearn / {b}") for b in BACKENDS]
+    columns += [("gaps", "worst gap " + " / ".join((*BACKENDS, "sklearn", "skglm")))]
+    columns += [(f"fwd_bwd_implicit_{b}_s", f"fwd+bwd implicit {b} (s)") for b in BACKENDS]
+    columns += [("fwd_bwd_unroll_s", "fwd+bwd unroll xla (s)")]
+    fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    lines = []
+    for r in rows:
+        r = dict(r)
+        for b in BACKENDS:
+            r[f"speedup_{b}"] = f"{r['sklearn_s'] / r[f'{b}_s']:.1f}x"
+        r["gaps"] = " / ".join(f"{r[key]:.1e}" if r.get(key) is not None else "n/a"
+                               for key in [f"{b}_gap" for b in BACKENDS] + ["sklearn_gap",
+                                                                             "skglm_gap"])
+        lines.append("| " + " | ".join(fmt(r.get(key)) for key, _ in columns) + " |")
+    head = ("| " + " | ".join(title for _, title in columns) + " |\n|"
+            + "---|" * len(columns) + "\n")
     return (f"n = 50, lam = 0.1 lam_max, float64, target gap tol = {tol:g} x ||y||^2/(2n); "
             f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
-            f"TF {tf.__version__}.\n\n" + head + "\n".join(lines) + "\n")
+            f"TF {tf.__version__}. xla = `tf.function(jit_compile=True)` around "
+            f"`solvers.lasso(backend='xla')`; op = the C++ kernel (`backend='op'`) in a "
+            f"`tf.function`.\n\n" + head + "\n".join(lines) + "\n")
 
 
 def main():

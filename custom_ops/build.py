@@ -53,7 +53,8 @@ def _tf_flags():
 
 def _command(output, tf_compile, tf_link):
     sources = [str(s) for s in _sources()]
-    return [_compiler(), *OPT_FLAGS, *QUIET_FLAGS, *tf_compile, *sources, "-o", str(output), *tf_link]
+    return [_compiler(), *OPT_FLAGS, *QUIET_FLAGS, *tf_compile, *sources, "-o", str(output),
+            *tf_link]
 
 
 def cache_key():

@@ -137,6 +137,43 @@ def test_mcc_matches_brute_force_matching_rectangular():
     assert sorted(perm.tolist()) == [-1, 0] and signs[perm == -1] == 0
 
 
+def test_correlation_matrix_matches_scipy():
+    rng = np.random.default_rng(10)
+    z = rng.normal(size=(40, 3))
+    z_hat = np.round(z @ rng.normal(size=(3, 2)) + rng.normal(size=(40, 2)))  # ties
+    pearson = metrics.correlation_matrix(z, z_hat)
+    spearman = metrics.correlation_matrix(z, z_hat, method="spearman")
+    for i, j in np.ndindex(3, 2):
+        assert pearson[i, j] == pytest.approx(
+            stats.pearsonr(z[:, i], z_hat[:, j]).statistic, abs=1e-12)
+        assert spearman[i, j] == pytest.approx(
+            stats.spearmanr(z[:, i], z_hat[:, j]).statistic, abs=1e-12)
+
+
+def _dci_reference(z, z_hat):
+    """Independent DCI: sklearn regression on standardised data, scipy entropies,
+    D over codes (rows) and C over factors (columns); uniform and E&W weights."""
+    zs = (z - z.mean(0)) / z.std(0)
+    hs = (z_hat - z_hat.mean(0)) / z_hat.std(0)
+    importance = np.abs(LinearRegression().fit(hs, zs).coef_.T)       # [code, factor]
+    k, m = z.shape[1], z_hat.shape[1]
+    d = np.array([1 - stats.entropy(row, base=k) for row in importance])
+    c = np.array([1 - stats.entropy(col, base=m) for col in importance.T])
+    rho = importance.sum(1) / importance.sum()
+    kappa = importance.sum(0) / importance.sum()
+    return (d.mean(), c.mean()), (rho @ d, kappa @ c)
+
+
+def test_dci_matches_an_independent_reference():
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(300, 3)) * [1.0, 3.0, 0.5]
+    z_hat = z @ rng.normal(size=(3, 4)) + 0.3 * rng.normal(size=(300, 4))
+    uniform, weighted = _dci_reference(z, z_hat)
+    np.testing.assert_allclose(metrics.dci(z, z_hat), uniform, atol=1e-10)
+    np.testing.assert_allclose(metrics.dci(z, z_hat, weighting="importance"), weighted,
+                               atol=1e-10)
+
+
 def test_multiple_correlation_and_importances_match_sklearn():
     rng = np.random.default_rng(5)
     z = rng.normal(size=(80, 3)) * [1.0, 5.0, 0.2]
@@ -197,6 +234,9 @@ def test_errors(fn):
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="`z_hat` contains NaN"):
         fn(z, bad)
+    bad[3, 1] = -np.inf
+    with pytest.raises(ValueError, match="`z` contains NaN or infinite"):
+        fn(bad, z)
     constant = z.copy()
     constant[:, 2] = 4.0
     with pytest.raises(ValueError, match=r"`z` has constant columns \[2\]"):

@@ -6,13 +6,15 @@ Same problem, result and stopping rule as `sdis_tf.solvers.lasso`: for each task
 
 stopping when the duality gap of the full problem is <= tol * ||Y_t||^2 / (2n). The kernel runs
 exact block coordinate descent on working sets grown from the violation of the optimality
-conditions (skglm style), with Gap Safe screening, one task per thread of TensorFlow's CPU pool.
+conditions (skglm style), Gap Safe screening and Anderson extrapolation, tasks spread over
+the threads of TensorFlow's CPU pool.
 `epochs` counts passes over the working sets (each far cheaper than a pass over all m features).
 
 The op has no XLA kernel: it works eagerly and inside `tf.function`, not under
-`jit_compile=True`. It is registered with `tf.no_gradient`: its outputs are constants for
-autodiff, and differentiation goes through the implicit gradient of the caller
-(`sdis_tf.implicit`), which needs only the optimality condition, not the solver.
+`jit_compile=True` (`in_xla_context()` tells which case applies; `lasso_op` raises a ValueError
+there instead of failing at XLA compilation). It is registered with `tf.no_gradient`: its
+outputs are constants for autodiff, and differentiation goes through the implicit gradient of
+the caller (`sdis_tf.implicit`), which needs only the optimality condition, not the solver.
 
 The library is built by `python custom_ops/build.py` (`make setup`) and loaded lazily on first
 use. If it is missing or does not load, `op_available()` is False, one warning is issued, and
@@ -24,6 +26,8 @@ import warnings
 from pathlib import Path
 
 import tensorflow as tf
+from tensorflow.python.framework import ops as tf_ops
+from tensorflow.python.ops import control_flow_util
 
 from sdis_tf.solvers.lasso import LassoResult
 
@@ -67,6 +71,23 @@ def op_available():
     return _load() is not None
 
 
+def in_xla_context():
+    """True while tracing a function that XLA will compile (`tf.function(jit_compile=True)`).
+
+    Also True in any function or loop body traced inside one (TensorFlow marks the outermost
+    compiled graph with an XLA control-flow context; nested graphs reach it through their
+    outer graphs). False eagerly and in a plain `tf.function`. If this TensorFlow no longer
+    exposes the context (a private API), every traced context counts as XLA: the XLA path is
+    the one that always works.
+    """
+    if tf.executing_eagerly():
+        return False
+    try:
+        return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+    except AttributeError:
+        return True
+
+
 def _invalid(message):
     return tf.errors.InvalidArgumentError(None, None, message)
 
@@ -105,10 +126,14 @@ def lasso_op(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None):
       LassoResult(W [T,m] or [T,m,k], gap [T], epochs [T] int32, converged [T] bool).
     Raises:
       tf.errors.InvalidArgumentError: bad shapes or dtypes, lam < 0.
-      ValueError: bad tol or max_epochs.
+      ValueError: bad tol or max_epochs, or called under `jit_compile=True`
+        (`in_xla_context()`; the op has no XLA kernel: use `sdis_tf.solvers.lasso` there).
       RuntimeError: the op library is unavailable (check `op_available()` first).
     """
     _check_options(tol, max_epochs)
+    if in_xla_context():
+        raise ValueError("lasso_op: the C++ op has no XLA kernel and cannot run inside "
+                         "tf.function(jit_compile=True); use sdis_tf.solvers.lasso there.")
     module = _load()
     if module is None:
         raise RuntimeError("lasso_op: the C++ Lasso op is unavailable; run "

@@ -1,32 +1,54 @@
 """The C++ Lasso op against scikit-learn (float64 references) and the XLA path.
 
 The library is built on demand (custom_ops/build.py, ~15 s once); if it cannot be built the
-tests skip with the reason.
+tests that need it skip with the reason (the wrapper's own checks still run).
 """
+
+import functools
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
+from sdis_tf.implicit import _lasso_linear_solve, custom_root, lasso_implicit
 from sdis_tf.solvers import lasso, lasso_gap, lasso_lambda_max, lasso_objective
 from sdis_tf.solvers import lasso_op as lasso_op_module
-from sdis_tf.solvers.lasso_op import lasso_op
+from sdis_tf.solvers.lasso import lasso_optimality
+from sdis_tf.solvers.lasso_op import in_xla_context, lasso_op
 
 TIGHT = 1e-14
 
 
-@pytest.fixture(scope="module", autouse=True)
-def op_library():
+# Tests of the Python wrapper that run without the compiled library.
+_WITHOUT_LIBRARY = {"test_in_xla_context", "test_lasso_op_under_jit_compile_raises_a_clear_error",
+                    "test_bad_options_raise_value_error",
+                    "test_missing_library_warns_once_and_lasso_op_raises"}
+
+
+@functools.cache
+def _built_library():
+    """The loaded op module, building the library first if needed; (None, reason) on failure."""
     if lasso_op_module._load() is None:
         try:
             lasso_op_module._build_module().build()
-        except Exception as exc:  # reported through the skip below
-            pytest.skip(f"custom op library could not be built: {exc}")
+        except Exception as exc:  # reported through the skip
+            return None, f"custom op library could not be built: {exc}"
         if lasso_op_module._load(retry=True) is None:
-            pytest.skip("custom op library could not be built or loaded (no C++ compiler or "
-                        "compile error; see the warning of custom_ops/build.py)")
-    return lasso_op_module._load()
+            return None, ("custom op library could not be built or loaded (no C++ compiler or "
+                          "compile error; see the warning of custom_ops/build.py)")
+    return lasso_op_module._load(), ""
+
+
+@pytest.fixture(autouse=True)
+def op_library(request):
+    if request.node.originalname in _WITHOUT_LIBRARY:
+        return None
+    library, reason = _built_library()
+    if library is None:
+        pytest.skip(reason)
+    return library
 
 
 def _problem(seed, T, n, m, k=None):
@@ -69,8 +91,15 @@ def test_matches_sklearn(n, m, k):
     np.testing.assert_allclose(result.gap, lasso_gap(result.W, X, Y, lam), rtol=0, atol=1e-12)
 
 
+def _merge_duplicates(W, first):
+    """W with rows `first` and `first + 1` (duplicated columns of X) replaced by their sum:
+    the part of W that is unique when two columns are equal (k = 1: if the signs agree)."""
+    return np.concatenate([W[:, :first], W[:, first:first + 1] + W[:, first + 1:first + 2],
+                           W[:, first + 2:]], axis=1)
+
+
 @pytest.mark.parametrize("k", [None, 3])
-def test_matches_xla_path_on_edge_cases(k):
+def test_matches_xla_path_and_sklearn_on_edge_cases(k):
     """Zero column, duplicated columns, lam >= lam_max, n < m, constant and zero targets."""
     X, Y = _problem(7, 6, 12, 30, k)
     X[:, :, 4] = 0.0
@@ -78,18 +107,21 @@ def test_matches_xla_path_on_edge_cases(k):
     Y[3] = 1.0
     Y[4] = 0.0
     lam = _lam(X, Y, np.array([0.1, 1.0, 2.0, 0.3, 0.5, 0.02]))
+    lam[4] = 0.1                                        # zero targets: lam_max = 0
     ours = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000)
-    xla = lasso(X, Y, lam, tol=1e-13, max_epochs=100_000)   # its gap stalls near 1e-12 here
+    xla = lasso(X, Y, lam, tol=1e-13, max_epochs=100_000, backend="xla")  # gap floor ~1e-12
     assert np.all(ours.converged) and np.all(xla.converged)
     p_ours = lasso_objective(ours.W, X, Y, lam).numpy()
     p_xla = lasso_objective(xla.W, X, Y, lam).numpy()
     np.testing.assert_allclose(p_ours, p_xla, rtol=1e-12, atol=1e-14)
     assert np.all(ours.W[:, 4] == 0.0)
     assert np.all(ours.W[1:3] == 0.0) and np.all(ours.W[4] == 0.0)
-    # Duplicated columns make W non-unique only through W_8 + W_9 (k = 1: when signs agree).
-    def merged(W):
-        return np.concatenate([W[:, :8], W[:, 8:9] + W[:, 9:10], W[:, 10:]], axis=1)
-    np.testing.assert_allclose(merged(ours.W.numpy()), merged(xla.W.numpy()), atol=1e-8)
+    W = _merge_duplicates(ours.W.numpy(), 8)
+    np.testing.assert_allclose(W, _merge_duplicates(xla.W.numpy(), 8), rtol=0, atol=1e-8)
+    with warnings.catch_warnings():                     # sklearn warns on the zero targets
+        warnings.simplefilter("ignore", UserWarning)
+        reference = _sklearn(X, Y, lam)
+    np.testing.assert_allclose(W, _merge_duplicates(reference, 8), rtol=0, atol=1e-8)
 
 
 def test_lam_at_least_lam_max_gives_exact_zero():
@@ -142,7 +174,9 @@ def test_batch_mixing_easy_and_hard_tasks_is_independent_per_task():
         alone = lasso_op(X[t:t + 1], Y[t:t + 1], lam[t:t + 1], tol=TIGHT, max_epochs=200_000)
         np.testing.assert_array_equal(alone.W[0], batched.W[t])
         assert alone.epochs[0] == batched.epochs[t]
-    np.testing.assert_allclose(batched.W, _sklearn(X, Y, lam), atol=1e-8)
+    np.testing.assert_allclose(batched.W, _sklearn(X, Y, lam), rtol=0, atol=1e-8)
+    xla = lasso(X, Y, lam, tol=1e-13, max_epochs=100_000, backend="xla")
+    np.testing.assert_allclose(batched.W, xla.W, rtol=0, atol=1e-8)
     assert batched.epochs[2] == 0 and batched.epochs[4] > batched.epochs[0]
 
 
@@ -162,13 +196,16 @@ def test_warm_start():
     assert not np.any(unchanged.converged)
 
 
-@pytest.mark.parametrize("p0,screen", [(1, False), (1000, False), (1000, True)])
-def test_working_sets_and_screening_do_not_change_the_solution(op_library, p0, screen):
+@pytest.mark.parametrize("p0,screen,anderson", [(1, False, 0), (1000, False, 0), (1000, True, 5),
+                                                (10, True, 0), (10, False, 3)])
+def test_working_sets_screening_and_anderson_do_not_change_the_solution(op_library, p0, screen,
+                                                                        anderson):
     X, Y = _problem(6, 3, 25, 80, 3)
     lam = _lam(X, Y, np.array([0.05, 0.2, 0.5]))
     W0 = np.zeros((3, 80, 3))
-    W, gap, _, converged = op_library.sdis_lasso_cd(X, Y, lam, W0, np.float64(TIGHT),
-                                                    p0=p0, screen=screen, max_epochs=100_000)
+    W, gap, _, converged = op_library.sdis_lasso_cd(
+        X, Y, lam, W0, np.float64(TIGHT), p0=p0, screen=screen, anderson=anderson,
+        max_epochs=100_000)
     assert np.all(converged)
     np.testing.assert_allclose(W, _sklearn(X, Y, lam), atol=1e-8)
 
@@ -267,3 +304,78 @@ def test_build_cache_key_follows_the_sources(tmp_path, monkeypatch):
     (tmp_path / source.name).write_text(source.read_text() + "\n// changed\n")
     monkeypatch.setattr(build, "SOURCE_DIR", tmp_path)
     assert build.cache_key() != path.stem.split("-")[-1]
+
+
+def test_missing_library_warns_once_and_lasso_op_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(lasso_op_module, "_BUILD_SCRIPT", tmp_path / "build.py")
+    monkeypatch.setitem(lasso_op_module._state, "module", None)
+    monkeypatch.setitem(lasso_op_module._state, "tried", False)
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ Lasso op is unavailable") as record:
+        assert not lasso_op_module.op_available()
+        assert not lasso_op_module.op_available()
+    assert len(record) == 1
+    with pytest.raises(RuntimeError, match="unavailable"):
+        lasso_op(_X, _Y, 0.1)
+
+
+def test_implicit_gradient_with_the_op_as_forward_solver_matches_finite_differences():
+    """`lasso_implicit`'s construction with the op as the forward solver: gradients w.r.t.
+    X, Y and lam match central finite differences and the XLA path's `lasso_implicit`."""
+
+    @custom_root(lasso_optimality, _lasso_linear_solve)
+    def solve(X, Y3, lam):
+        result = lasso_op(X, Y3, lam, tol=TIGHT, max_epochs=100_000)
+        return result.W, result
+
+    X, Y = _problem(13, 2, 20, 12, 2)
+    lam = _lam(X, Y, np.array([0.1, 0.3]))
+    rng = np.random.default_rng(0)
+    C, dX, dY = (rng.standard_normal(s) for s in ((2, 12, 2), X.shape, Y.shape))
+    dlam = np.array([0.3, -0.2]) * lam
+
+    def loss(X, Y, lam):
+        return tf.reduce_sum(solve(X, Y, lam)[0] * C)
+
+    args = [tf.constant(a) for a in (X, Y, lam)]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(args)
+        value = loss(*args)
+        xla_W = lasso_implicit(*args, tol=1e-13, max_epochs=100_000, backend="xla")[0]
+        xla_value = tf.reduce_sum(xla_W * C)
+    grads = tape.gradient(value, args)
+    xla_grads = tape.gradient(xla_value, args)
+    h = 1e-6
+    for i, direction in enumerate((dX, dY, dlam)):
+        plus = [a + (h * direction if j == i else 0) for j, a in enumerate((X, Y, lam))]
+        minus = [a - (h * direction if j == i else 0) for j, a in enumerate((X, Y, lam))]
+        fd = (loss(*plus) - loss(*minus)).numpy() / (2 * h)
+        np.testing.assert_allclose(np.sum(grads[i].numpy() * direction), fd, rtol=1e-6)
+        np.testing.assert_allclose(grads[i], xla_grads[i], rtol=0, atol=1e-8)
+
+
+def test_in_xla_context():
+    seen = {}
+
+    def probe(name):
+        seen[name] = in_xla_context()
+        return tf.constant(0.0)
+
+    def in_loop(name):
+        return tf.while_loop(lambda i: i < 1, lambda i: (probe(name), i + 1)[1], [0])
+
+    inner = tf.function(lambda: probe("plain tf.function inside XLA"))
+    probe("eager")
+    tf.function(lambda: probe("tf.function"))()
+    tf.function(lambda: in_loop("while_loop in tf.function"))()
+    tf.function(lambda: probe("jit_compile"), jit_compile=True)()
+    tf.function(lambda: in_loop("while_loop under jit_compile"), jit_compile=True)()
+    tf.function(lambda: inner(), jit_compile=True)()
+    assert seen == {"eager": False, "tf.function": False, "while_loop in tf.function": False,
+                    "jit_compile": True, "while_loop under jit_compile": True,
+                    "plain tf.function inside XLA": True}
+
+
+def test_lasso_op_under_jit_compile_raises_a_clear_error():
+    solve = tf.function(lambda X, Y: lasso_op(X, Y, 0.1).W, jit_compile=True)
+    with pytest.raises(ValueError, match="no XLA kernel.*sdis_tf.solvers.lasso"):
+        solve(tf.constant(_X), tf.constant(_Y))
