@@ -5,7 +5,7 @@ An experiment module declares `SCHEMA`, a nested dict mirroring its config
 
     SCHEMA = {
         "seed": Int(min=0),
-        "data": {"rho": Float(min=0.0, max=1.0, max_open=True)},
+        "data": {"rho": Float(min=0.0, max=1.0, max_open=True), "path": Text()},
         "methods": Tuple(Choice("lasso", "ridge"), unique=True),
     }
 
@@ -13,7 +13,7 @@ An experiment module declares `SCHEMA`, a nested dict mirroring its config
 whose message has one line per problem, each naming the field
 (`config.data.rho`) and what is allowed. Problems found: unknown keys,
 missing keys, wrong types, values out of range, values not among the
-choices, bad tuples.
+choices, bad tuples, wrong strings.
 """
 
 from __future__ import annotations
@@ -107,6 +107,23 @@ class Bool(Spec):
     def problem(self, value):
         if not isinstance(value, bool):
             return f"has type {type(value).__name__}; allowed: {self.allowed()}"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Text(Spec):
+    """A string (a path, a key name); `nonempty=True` rejects "" (else "" means unused)."""
+
+    nonempty: bool = False
+
+    def allowed(self) -> str:
+        return "a non-empty string" if self.nonempty else "a string ('' when unused)"
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"has type {type(value).__name__}; allowed: {self.allowed()}"
+        if self.nonempty and not value:
+            return f"is empty; allowed: {self.allowed()}"
         return None
 
 

@@ -29,7 +29,7 @@ that XLA compiles (`jit_compile=True`); variable updates happen outside it.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
@@ -38,6 +38,9 @@ from sdis_tf.data.tasks import TaskBatch
 
 SampleBatch = Callable[[tf.Tensor], TaskBatch]
 """sample_batch(step) -> TaskBatch of the global T tasks of batch `step` (stateless)."""
+
+OuterPenalty = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+"""penalty(W [T, m], F_s [T, n, m], y_s [T, n]) -> [T], added to each task's outer loss."""
 
 
 def predictions(features: tf.Tensor, W: tf.Tensor) -> tf.Tensor:
@@ -88,27 +91,42 @@ class BilevelTrainer:
     `optimizer.build(encoder.trainable_variables)` there before the first
     step (a Keras 3 requirement under tf.distribute).
 
+    Two ways to feed it: `train_step(step)` draws the global batch with
+    `sample_batch(step)` inside the step (stateless synthetic data);
+    `train_on_batch(batch)` takes a `TaskBatch` produced elsewhere (e.g. a
+    prefetched tf.data pipeline). Both run the same replica step.
+
+    With `outer_penalty`, the per-task outer loss becomes
+    1/(2 n_q) ||y_q - F_q W_t||^2 + penalty(W_t, F_s, y_s) (e.g. the outer-Lasso
+    of the paper's appendix B.3), and the "loss" metric includes the penalty.
+
     Args:
       encoder: a built Keras model (see the encoder contract above).
       head: the inner-problem layer, `(features, targets) -> W`.
       optimizer: a built Keras optimizer for `encoder.trainable_variables`.
       strategy: the tf.distribute strategy the variables live in.
-      sample_batch: step -> global TaskBatch (T tasks), stateless in the step.
+      sample_batch: step -> global TaskBatch (T tasks), stateless in the step;
+        None if the trainer is only fed through `train_on_batch`.
       num_tasks: T, a multiple of `strategy.num_replicas_in_sync`.
       jit_compile: XLA-compile the loss and gradient computation.
+      outer_penalty: optional `OuterPenalty` (per task, differentiable in W and F_s).
     """
 
     def __init__(self, encoder: keras.Model, head: keras.layers.Layer,
                  optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
-                 sample_batch: SampleBatch, *, num_tasks: int, jit_compile: bool = True):
+                 sample_batch: Optional[SampleBatch] = None, *, num_tasks: int,
+                 jit_compile: bool = True, outer_penalty: Optional[OuterPenalty] = None):
         replicas = strategy.num_replicas_in_sync
         if num_tasks % replicas:
             raise ValueError(f"num_tasks={num_tasks} must be a multiple of the number of "
                              f"replicas ({replicas}) to split the tasks evenly")
         self.encoder, self.head, self.optimizer = encoder, head, optimizer
         self.strategy, self.sample_batch, self.num_tasks = strategy, sample_batch, num_tasks
+        self.outer_penalty = outer_penalty
         self._loss_and_grads = tf.function(self._loss_and_grads_fn, jit_compile=jit_compile)
-        self._step = tf.function(self._step_fn)
+        self._sampled_step = tf.function(
+            lambda step: self._run(lambda s: self._replica_step(self.sample_batch(s)), step))
+        self._batch_step = tf.function(lambda batch: self._run(self._replica_step, batch))
 
     def _loss_and_grads_fn(self, trainable, non_trainable, batch):
         """Pure: (weights, state, batch) -> (sum of task losses / T, grads, new state, support)."""
@@ -124,14 +142,17 @@ class BilevelTrainer:
             tape.watch(trainable)
             f_s, f_q = encode_tasks(encode, batch)
             losses, W = task_losses(self.head, f_s, batch.y_support, f_q, batch.y_query)
+            if self.outer_penalty is not None:
+                losses = losses + self.outer_penalty(W, f_s, batch.y_support)
             loss = tf.reduce_sum(losses) / self.num_tasks
         grads = tape.gradient(loss, trainable)
         support = tf.reduce_sum(tf.reduce_mean(tf.cast(W != 0, loss.dtype), axis=1))
         return loss, grads, new_state, support / self.num_tasks
 
-    def _replica_step(self, step):
+    def _replica_step(self, batch: TaskBatch):
+        """One replica's update on its share of the global `batch`."""
         ctx = tf.distribute.get_replica_context()
-        batch = _replica_slice(self.sample_batch(step))
+        batch = _replica_slice(batch)
         variables = self.encoder.trainable_variables
         loss, grads, state, support = self._loss_and_grads(
             [v.value for v in variables],
@@ -143,18 +164,26 @@ class BilevelTrainer:
             variable.assign(value)
         return {"loss": loss, "grad_norm": tf.linalg.global_norm(summed), "support": support}
 
-    def _step_fn(self, step):
-        per_replica = self.strategy.run(self._replica_step, args=(step,))
-        reduce = lambda op, value: self.strategy.reduce(op, value, axis=None)
+    def _run(self, replica_fn, argument):
+        per_replica = self.strategy.run(replica_fn, args=(argument,))
+        reduce = lambda op, value: self.strategy.reduce(op, value, axis=None)  # noqa: E731
         return {"loss": reduce(tf.distribute.ReduceOp.SUM, per_replica["loss"]),
                 "support": reduce(tf.distribute.ReduceOp.SUM, per_replica["support"]),
                 "grad_norm": reduce(tf.distribute.ReduceOp.MEAN, per_replica["grad_norm"])}
 
     def train_step(self, step: int) -> dict[str, tf.Tensor]:
-        """Runs outer step on data batch `step`; returns global train metrics.
+        """Runs the outer step on data batch `sample_batch(step)`; returns global train metrics.
 
-        Metrics: "loss" (mean outer loss over the T tasks), "grad_norm" (norm of
-        the gradient of that loss), "support" (mean fraction of nonzero
-        entries of W_t).
+        Metrics: "loss" (mean outer loss over the T tasks, penalty included),
+        "grad_norm" (norm of the gradient of that loss), "support" (mean
+        fraction of nonzero entries of W_t).
         """
-        return self._step(tf.constant(step, tf.int64))
+        if self.sample_batch is None:
+            raise ValueError("train_step needs the trainer's sample_batch; this trainer has "
+                             "none: feed it with train_on_batch(batch)")
+        return self._sampled_step(tf.constant(step, tf.int64))
+
+    def train_on_batch(self, batch: TaskBatch) -> dict[str, tf.Tensor]:
+        """Runs the outer step on `batch`, a `TaskBatch` of the global T tasks
+        (each replica takes its share); returns the metrics of `train_step`."""
+        return self._batch_step(batch)

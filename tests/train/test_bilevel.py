@@ -52,7 +52,9 @@ def _trainer(strategy, num_tasks=4):
         encoder(tf.zeros([1, 10]))
         optimizer = keras.optimizers.Adam(1e-2)
         optimizer.build(encoder.trainable_variables)
-    trainer = bilevel.BilevelTrainer(encoder, layers.LassoHead(eps=0.1), optimizer, strategy,
+    # A tight inner tolerance: the solves must not differ by more than float32 rounding
+    # when the replicas see the tasks in smaller batches.
+    trainer = bilevel.BilevelTrainer(encoder, layers.LassoHead(eps=0.1, tol=1e-9), optimizer, strategy,
                                      sample_batch, num_tasks=num_tasks)
     return trainer, encoder
 

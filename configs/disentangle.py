@@ -1,0 +1,91 @@
+"""Disentanglement (paper section 5.1, Fig. 4) on 3D Shapes or any labelled-factor file.
+
+One method and one eps per run:
+
+    # the paper's protocol (64x64, 20,000 steps; a GPU), real data (or the renderer
+    # without data.path):
+    python main.py --config=configs/disentangle.py --config.method=lasso --config.eps=0.1 \
+        --config.data.path=/data/3dshapes.h5 --workdir=runs/lasso
+    # the 2-core CPU preset (32x32 renders, smaller budget), rho = 0.9, alpha = 1:
+    python main.py --config=configs/disentangle.py:cpu --config.method=lasso --workdir=runs/cl
+    python main.py --config=configs/disentangle.py:cpu --config.method=ridge --workdir=runs/cr
+    # any labelled-factor file (dSprites npz, your own npz / h5; docs/factor_datasets.md):
+    python main.py --config=configs/disentangle.py:cpu --config.data.path=dsprites.npz \
+        --workdir=runs/dsprites
+
+Data: `data.path` "" = the procedural 3D Shapes renderer; a file = any file
+`sdis_tf.data.factors.load_factor_dataset` reads (`data.images_key`,
+`data.factors_key` name its members when they are not detected); a directory =
+a prepared TFDS shapes3d. `data.image_size` is the image height after
+average-pooling by an integer factor (0: the file's own size; the renderer
+draws 64x64 and takes 64, 32 or 16).
+
+Defaults (the paper's settings, appendix D.2): latents from p_{alpha=1, rho=0.9}
+(equicorrelated Gaussian on the jittered, standardised grid), T = 8 tasks of
+n = 50 samples per step, inner and outer problems on the same samples
+(data.num_query = 0; > 0 gives a held-out query set), Bernoulli(0.5)
+supports with N(0, 1) weights, noise of norm 0.1 ||z w||, the conv4 encoder
+with m = K codes (model.num_latents = 0; K = 6 for 3D Shapes), Adam 1e-3,
+20,000 steps, evaluation every 1,000 steps on every row (the 480,000 grid
+points of 3D Shapes) and on 100,000 training-distribution points.
+`eps` is lambda / lambda_max (the paper's x-axis); the paper sweeps
+{0, 0.01, 0.03, 0.1, 0.3, 1}. Sweep commands: docs/disentangle.md.
+Presets: "" (paper), "cpu", "tiny" (tests).
+"""
+
+import ml_collections
+
+
+def get_config(preset: str = "") -> ml_collections.ConfigDict:
+    """The disentangle config; presets "" (the paper), "cpu", "tiny"."""
+    config = ml_collections.ConfigDict()
+    config.experiment = "disentangle"
+    config.seed = 0
+    config.distribute = "default"
+    config.method = "lasso"
+    config.eps = 0.1
+
+    config.data = ml_collections.ConfigDict(dict(
+        path="", images_key="", factors_key="", image_size=64, correlation="harder_gauss", rho=0.9,
+        alpha=1.0, num_samples=50, num_query=0))
+    config.tasks = ml_collections.ConfigDict(dict(
+        kind="bernoulli", p=0.5, block_size=1, support_size=1, noise="snr", noise_scale=0.1))
+    config.model = ml_collections.ConfigDict(dict(
+        num_latents=0, width=1.0, hidden=256, momentum=0.9))
+    config.head = ml_collections.ConfigDict(dict(
+        diff="implicit", tol=1e-5, max_epochs=500, unroll_epochs=50, inner_ridge_eps=1e-7))
+    config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3))
+    config.train = ml_collections.ConfigDict(dict(steps=20000, num_tasks=8, jit_compile=True))
+    config.eval = ml_collections.ConfigDict(dict(
+        every_steps=1000, grid_points=0, train_points=100000, batch_size=1000, num_tasks=20,
+        ica=True, sweep_image=True))
+    config.checkpoint_every_steps = 1000
+    config.log_every_seconds = 30.0
+
+    if preset == "cpu":
+        config.data.image_size = 32
+        config.train.steps = 3000
+        config.eval.every_steps = 500
+        config.eval.grid_points = 5000
+        config.eval.train_points = 5000
+        config.eval.batch_size = 500
+        config.eval.num_tasks = 16
+        config.checkpoint_every_steps = 500
+    elif preset == "tiny":
+        config.data.image_size = 16
+        config.data.num_samples = 12
+        config.model.width = 0.25
+        config.model.hidden = 32
+        config.train.steps = 4
+        config.train.num_tasks = 4
+        config.train.jit_compile = False  # compiling costs more than it saves here
+        config.eval.every_steps = 2
+        config.eval.grid_points = 300
+        config.eval.train_points = 300
+        config.eval.batch_size = 150
+        config.eval.num_tasks = 2
+        config.checkpoint_every_steps = 2
+        config.log_every_seconds = 0.0
+    elif preset:
+        raise ValueError(f"unknown preset {preset!r}; allowed: '', 'cpu', 'tiny'")
+    return config

@@ -1,0 +1,444 @@
+"""Disentanglement on 3D Shapes or any labelled-factor file (paper section 5.1, B.3, D.2).
+
+One run = one method and one regularisation level `eps` (= lambda / lambda_max):
+
+    python main.py --config=configs/disentangle.py:cpu --config.method=lasso --workdir=runs/a
+    python main.py --config=configs/disentangle.py:cpu --config.data.path=dsprites.npz \
+        --workdir=runs/dsprites
+
+Data (sdis_tf.data.pipeline, a tf.data pipeline, prefetched), chosen by
+`data.path`: "" = the procedural 3D Shapes renderer; a file = any labelled-factor
+file `factors.load_factor_dataset` reads (3D Shapes h5, dSprites npz, plain
+npz / h5; `data.images_key` / `data.factors_key` name other members); a
+directory = a prepared TFDS `shapes3d`. The source has N rows of K factors
+(the 480,000 x 6 grid for 3D Shapes; the file's rows, complete grid or not,
+otherwise) and images [H, W, C]. Per step T tasks of n images whose latents
+z [T, n, K] are drawn from p_{alpha,rho} on the jittered, standardised rows,
+average-pooled to height `data.image_size` (0: the file's own size); task
+weights w_t [K] (Bernoulli supports by default) and targets
+y_t = z_t w_t + noise. With `data.num_query > 0` the outer loss uses a fresh
+query set of the same tasks; with 0 it reuses the n inner samples (the
+paper's setting).
+
+Model: `Conv4Encoder` (sdis_tf.models.conv4) on [H, W, C] with
+m = `model.num_latents` codes (0: m = K), ending in TaskBatchNorm.
+Methods (inner problem on the support set, outer loss on the query set):
+
+    lasso        W_t = argmin 1/(2n)||y - F w||^2 + eps lam_max ||w||_1,
+                 lam_max = ||F^T y||_inf / n (stop-gradient)        inner-Lasso
+    ridge        W_t = argmin 1/(2n)||y - F w||^2 + eps lam_max/2 ||w||^2,
+                 lam_max = ||F||_F^2 / n (stop-gradient)            inner-Ridge
+    none         least squares (ridge with lam = 0)                 no regularisation
+    outer_lasso  inner: ridge with eps = head.inner_ridge_eps (smooth);
+                 outer loss + eps lam_max ||W_t||_1 (lasso lam_max)   (B.3, eq. 62)
+    outer_ridge  same inner; outer loss + eps lam_max/2 ||W_t||^2 (ridge lam_max)
+
+"+ ICA" is not a training method: every run with `eval.ica` also reports the
+scores of its codes after linear ICA (inner-Ridge + ICA = the ica_* scores of a
+`ridge` run). Adam (`optimizer.learning_rate`), one `tf.function` step under
+`config.distribute` (sdis_tf.train.bilevel), evaluation every
+`eval.every_steps` and at the end (disentangle_eval) over the source's rows:
+eval/{mcc, r, dci_d, dci_c} on all rows or `eval.grid_points` of them,
+eval/*_train on the training distribution, eval/ica_*, eval/loss (outer loss
+on held-out query samples of held-out tasks: the validation loss, which never
+looks at the true factors), a TensorBoard image of the single-factor sweeps;
+train/{loss, grad_norm, support, input_wait}. workdir/result.json holds the
+last record, the factor names and the sweep codes; workdir/sweeps.png the
+final sweep figure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from sdis_tf import config_schema as cs
+from sdis_tf import layers
+from sdis_tf.data import factors as factors_lib
+from sdis_tf.data import latents as latents_lib
+from sdis_tf.data import pipeline, shapes3d
+from sdis_tf.data import tasks as tasks_lib
+from sdis_tf.experiments import disentangle_eval
+from sdis_tf.models.conv4 import Conv4Encoder
+from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
+from sdis_tf.train import bilevel, distribute, loop
+from sdis_tf.train.checkpoint import Checkpointer
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir
+
+METHODS = ("lasso", "ridge", "none", "outer_lasso", "outer_ridge")
+CORRELATIONS = ("harder_gauss", "gauss", "uniform")
+RENDER_IMAGE_SIZES = (64, 32, 16)  # the renderer's 64x64 average-pooled by 1, 2, 4
+_EVAL_SEED_OFFSET = 1_000_003  # eval tasks use pipeline seed (seed + offset)
+
+SCHEMA = {
+    "experiment": cs.Choice("disentangle"),
+    "seed": cs.Int(min=0, max=_EVAL_SEED_OFFSET - 1),
+    "distribute": cs.Choice(*distribute.STRATEGIES),
+    "method": cs.Choice(*METHODS),
+    "eps": cs.NONNEGATIVE,
+    "data": {
+        "path": cs.Text(),
+        "images_key": cs.Text(),
+        "factors_key": cs.Text(),
+        "image_size": cs.Int(min=0),
+        "correlation": cs.Choice(*CORRELATIONS),
+        "rho": cs.CORRELATION,
+        "alpha": cs.Float(min=0.0, max=1.0),
+        "num_samples": cs.Int(min=2),
+        "num_query": cs.Int(min=0),
+    },
+    "tasks": tasks_lib.SCHEMA,
+    "model": {
+        "num_latents": cs.Int(min=0),
+        "width": cs.POSITIVE,
+        "hidden": cs.COUNT,
+        "momentum": cs.Float(min=0.0, max=1.0, max_open=True),
+    },
+    "head": {
+        "diff": cs.Choice("implicit", "unroll"),
+        "tol": cs.POSITIVE,
+        "max_epochs": cs.COUNT,
+        "unroll_epochs": cs.COUNT,
+        "inner_ridge_eps": cs.NONNEGATIVE,
+    },
+    "optimizer": {"learning_rate": cs.POSITIVE},
+    "train": {"steps": cs.COUNT, "num_tasks": cs.COUNT, "jit_compile": cs.Bool()},
+    "eval": {
+        "every_steps": cs.COUNT,
+        "grid_points": cs.Int(min=0),
+        "train_points": cs.Int(min=16),
+        "batch_size": cs.COUNT,
+        "num_tasks": cs.COUNT,
+        "ica": cs.Bool(),
+        "sweep_image": cs.Bool(),
+    },
+    "checkpoint_every_steps": cs.COUNT,
+    "log_every_seconds": cs.NONNEGATIVE,
+}
+
+
+def _cross_field(config: dict) -> list[str]:
+    """Checks that need no data: the file exists, keys only with a file, renderer sizes."""
+    data, problems = config["data"], []
+    path = data["path"]
+    for key in ("images_key", "factors_key"):
+        if data[key] and not os.path.isfile(path):
+            problems.append(f"config.data.{key} = {data[key]!r} names a member of a file: "
+                            "it needs config.data.path = an .npz or .h5 file")
+    if path and not os.path.exists(path):
+        problems.append(f"config.data.path = {path!r}: no such file or directory (give a "
+                        "labelled-factor .npz / .h5 file, a TFDS shapes3d dir, or '' for "
+                        "the renderer)")
+    if not path:
+        problems += tasks_lib.schema_problems(config["tasks"], len(latents_lib.FACTOR_NAMES))
+        if data["image_size"] not in RENDER_IMAGE_SIZES:
+            problems.append(f"config.data.image_size = {data['image_size']} must be one of "
+                            f"{RENDER_IMAGE_SIZES} with the renderer (64x64 renders "
+                            "average-pooled by an integer factor)")
+    if config["eval"]["grid_points"] and config["eval"]["grid_points"] < 16:
+        problems.append("config.eval.grid_points must be 0 (every row) or >= 16")
+    return problems
+
+
+CONSTRAINTS = (_cross_field,)
+
+
+def distribution_name(data: dict) -> str:
+    """p_{alpha,rho} of `config.data` named as `latents.parse_distribution` reads it."""
+    if data["correlation"] == "uniform":
+        return "uniform"
+    return f"{data['correlation']}_{float(data['rho'])!r}"
+
+
+def make_head(config: dict) -> keras.layers.Layer:
+    """The inner head of `config.method` (module docstring)."""
+    method, eps, head = config["method"], config["eps"], config["head"]
+    if method == "lasso":
+        return layers.LassoHead(eps, diff=head["diff"], tol=head["tol"],
+                                max_epochs=head["max_epochs"],
+                                unroll_epochs=head["unroll_epochs"])
+    if method == "ridge":
+        return layers.RidgeHead(eps)
+    if method == "none":
+        return layers.RidgeHead(lam=0.0)
+    if method in ("outer_lasso", "outer_ridge"):
+        return layers.RidgeHead(head["inner_ridge_eps"])
+    raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
+
+
+def outer_penalty(method: str, eps: float):
+    """penalty(W [T, m], F_s [T, n, m], y_s [T, n]) -> [T] of an outer-regularised method, or None.
+
+    outer_lasso: eps * lam_max * ||W_t||_1 with lam_max = ||F_t^T y_t||_inf / n;
+    outer_ridge: eps * lam_max / 2 * ||W_t||^2 with lam_max = ||F_t||_F^2 / n;
+    lam_max under stop-gradient, as for the inner penalties. d|w|/dw = 0 at w = 0.
+    """
+    if method == "outer_lasso":
+        return lambda W, F, y: (eps * tf.stop_gradient(lasso_lambda_max(F, y))
+                                * tf.reduce_sum(tf.abs(W), axis=-1))
+    if method == "outer_ridge":
+        return lambda W, F, y: (0.5 * eps * tf.stop_gradient(ridge_lambda_max(F))
+                                * tf.reduce_sum(tf.square(W), axis=-1))
+    return None
+
+
+def downsample(x: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Average-pools images [..., H, W, C] by the factor H / image_size (0: unchanged)."""
+    factor = x.shape[-3] // image_size if image_size else 1
+    if factor == 1:
+        return x
+    flat = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+    pooled = tf.nn.avg_pool2d(flat, factor, factor, "VALID")
+    return tf.reshape(pooled, tf.concat([tf.shape(x)[:-3], tf.shape(pooled)[1:]], 0))
+
+
+def image_source(data: dict) -> pipeline.ImageSource:
+    """The source of `config.data`: the renderer (path ""), a labelled-factor file
+    (with its optional member keys) or a TFDS shapes3d directory.
+
+    Raises:
+      ConfigError: the file cannot be used (the message names config.data.path,
+        the keys given, the keys found in the file and those expected).
+    """
+    path = data["path"]
+    try:
+        if data["images_key"] or data["factors_key"]:
+            return pipeline.image_source(factors_lib.load_factor_dataset(
+                path, images_key=data["images_key"] or None,
+                factors_key=data["factors_key"] or None))
+        return pipeline.image_source(path or "render")
+    except (factors_lib.FactorFileError, shapes3d.Shapes3DFileError) as error:
+        keys = "".join(f", config.data.{key} = {data[key]!r}"
+                       for key in ("images_key", "factors_key") if data[key])
+        hint = ("" if keys else "\n  (name the members with config.data.images_key and "
+                "config.data.factors_key)")
+        raise cs.ConfigError(f"invalid config:\n  config.data.path = {path!r}{keys} cannot be "
+                             f"read: {error}{hint}") from None
+
+
+def factor_names(source: pipeline.ImageSource) -> tuple[str, ...]:
+    """The K factor names of `source` (the 3D Shapes names unless a file names its own)."""
+    return tuple(getattr(source.data, "factor_names", latents_lib.FACTOR_NAMES))
+
+
+def source_image_shape(source: pipeline.ImageSource) -> tuple[int, int, int]:
+    """(H, W, C) of the source's images (64x64x3 for the renderer and 3D Shapes)."""
+    if isinstance(source.data, factors_lib.FactorDataset):
+        return tuple(source.data.image_shape)
+    return shapes3d.IMAGE_SHAPE
+
+
+def model_image_shape(image_shape: tuple, image_size: int) -> tuple[int, int, int]:
+    """What the encoder takes: (H, W, C) after `downsample(., image_size)`."""
+    height, width, channels = image_shape
+    factor = height // image_size if image_size else 1
+    return height // factor, width // factor, channels
+
+
+def data_problems(config: dict, source: pipeline.ImageSource) -> list[str]:
+    """Checks of `config` against the loaded source: image size, K-dependent task fields."""
+    size, (height, width, channels) = config["data"]["image_size"], source_image_shape(source)
+    problems = tasks_lib.schema_problems(config["tasks"], len(factor_names(source)))
+    if size and (height % size or width % (height // size)):
+        problems.append(f"config.data.image_size = {size} must divide the images' height "
+                        f"{height} (average-pooling by {height} / image_size, which must "
+                        f"also divide the width {width}); 0 keeps {height}x{width}")
+    return problems
+
+
+def task_batches(config: dict, source, latents, *, seed: int, num_tasks: int,
+                 num_query: int, start_step: int = 0, num_steps=None) -> tf.data.Dataset:
+    """tf.data of model inputs {x_support, y_support[, x_query, y_query]} from step `start_step`."""
+    data, tasks = config["data"], config["tasks"]
+    task_fn = pipeline.regression_tasks(
+        tasks["kind"], noise=tasks["noise"], noise_scale=tasks["noise_scale"], p=tasks["p"],
+        block_size=tasks["block_size"], support_size=tasks["support_size"])
+    dataset = pipeline.task_batches(
+        source, num_tasks=num_tasks, num_samples=data["num_samples"], num_query=num_query,
+        distribution=distribution_name(data), seed=seed, start_step=start_step,
+        num_steps=num_steps, task_fn=task_fn, latents=latents)
+
+    def model_inputs(batch):
+        inputs = {"x_support": downsample(batch["x"], data["image_size"]),
+                  "y_support": batch["y"]}
+        if num_query:
+            inputs.update(x_query=downsample(batch["x_query"], data["image_size"]),
+                          y_query=batch["y_query"])
+        return inputs
+
+    return dataset.map(model_inputs, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True).prefetch(2)
+
+
+def _as_task_batch(inputs: dict) -> tasks_lib.TaskBatch:
+    return tasks_lib.TaskBatch(inputs["x_support"], inputs["y_support"],
+                               inputs.get("x_query"), inputs.get("y_query"))
+
+
+class _Inputs:
+    """Training batches by step: a prefetching iterator, rebuilt when a step is skipped
+    (resume), and the seconds the step waited for its batch."""
+
+    def __init__(self, make_dataset):
+        self._make_dataset, self._iterator, self._next_step = make_dataset, None, None
+
+    def __call__(self, step: int) -> tuple[tasks_lib.TaskBatch, float]:
+        if self._iterator is None or step != self._next_step:
+            self._iterator = iter(self._make_dataset(step))
+        start = time.perf_counter()
+        batch = next(self._iterator)
+        self._next_step = step + 1
+        return _as_task_batch(batch), time.perf_counter() - start
+
+
+class _Experiment:
+    """The pieces of one run: data, model, trainer, evaluation."""
+
+    def __init__(self, config: dict, strategy: tf.distribute.Strategy,
+                 source: pipeline.ImageSource | None = None):
+        self.config = config
+        data, seed = config["data"], config["seed"]
+        source = source if source is not None else image_source(data)
+        self.source, self.factor_names = source, factor_names(source)
+        self.factor_table = source.factor_table
+        self.latents = source.default_latents(data["alpha"])
+        keras.utils.set_random_seed(seed)
+        size = data["image_size"]
+        shape = model_image_shape(source_image_shape(source), size)
+        num_latents = config["model"]["num_latents"] or len(self.factor_names)
+        with strategy.scope():
+            self.encoder = Conv4Encoder(**{**config["model"], "num_latents": num_latents})
+            self.encoder(tf.zeros((1,) + shape), training=False)
+            self.optimizer = keras.optimizers.Adam(config["optimizer"]["learning_rate"])
+            self.optimizer.build(self.encoder.trainable_variables)
+        self.head = make_head(config)
+        self.trainer = bilevel.BilevelTrainer(
+            self.encoder, self.head, self.optimizer, strategy,
+            num_tasks=config["train"]["num_tasks"], jit_compile=config["train"]["jit_compile"],
+            outer_penalty=outer_penalty(config["method"], config["eps"]))
+        self.inputs = _Inputs(lambda start: task_batches(
+            config, self.source, self.latents, seed=seed, num_tasks=config["train"]["num_tasks"],
+            num_query=data["num_query"], start_step=start))
+        self._encode = tf.function(lambda x: self.encoder(downsample(x, size), training=False),
+                                   reduce_retracing=True)
+        self._eval_loss = tf.function(self._eval_loss_fn)
+        ev = config["eval"]
+        eval_batch = next(iter(task_batches(
+            config, self.source, self.latents, seed=seed + _EVAL_SEED_OFFSET,
+            num_tasks=ev["num_tasks"], num_query=data["num_samples"], num_steps=1)))
+        self.eval_tasks = _as_task_batch(eval_batch)
+        train_indices = latents_lib.make_sampler(self.latents, distribution_name(data)).sample(
+            [ev["train_points"]], tf.constant([seed, 0xE7A1], tf.int64)).numpy()
+        self.evaluator = disentangle_eval.Evaluator(
+            self.encode, self.latents,
+            disentangle_eval.grid_points(ev["grid_points"], seed, len(self.factor_table)),
+            train_indices, disentangle_eval.sweep_rows(self.factor_table), ica=ev["ica"],
+            seed=seed)
+
+    def train_step(self, step: int) -> dict:
+        batch, wait = self.inputs(step)
+        return {**self.trainer.train_on_batch(batch), "input_wait": wait}
+
+    def encode(self, indices: np.ndarray) -> np.ndarray:
+        """Codes [N, m] (float64, inference mode) of row indices [N], in batches."""
+        factors = self.factor_table[indices].astype(np.float32)
+        batch_size, codes = self.config["eval"]["batch_size"], []
+        for start in range(0, len(indices), batch_size):
+            part = slice(start, start + batch_size)
+            images = self.source.images(tf.constant(indices[None, part]),
+                                        tf.constant(factors[None, part]))[0]
+            codes.append(self._encode(images).numpy())
+        return np.concatenate(codes).astype(np.float64)
+
+    def _eval_loss_fn(self, batch):
+        encode = lambda x: self.encoder(x, training=False)  # noqa: E731
+        f_s, f_q = bilevel.encode_tasks(encode, batch)
+        losses, _ = bilevel.task_losses(self.head, f_s, batch.y_support, f_q, batch.y_query)
+        return tf.reduce_mean(losses)
+
+    def sweep_figure(self, sweeps: list[np.ndarray], mcc: float) -> np.ndarray:
+        """The sweep image (disentangle_eval.sweep_figure) of codes `sweeps`, titled."""
+        values = [self.factor_table[rows, k]
+                  for k, rows in enumerate(self.evaluator.sweep_indices)]
+        title = f"{self.config['method']} eps={self.config['eps']:g}: grid MCC {mcc:.3f}"
+        return disentangle_eval.sweep_figure(sweeps, values, self.factor_names,
+                                             self.evaluator.matching, title)
+
+    def evaluate(self):
+        scalars = self.evaluator()
+        scalars["loss"] = float(self._eval_loss(self.eval_tasks))
+        images = {}
+        if self.config["eval"]["sweep_image"]:
+            image = self.sweep_figure(self.evaluator.sweeps(), scalars["mcc"])
+            images["sweeps"] = tf.constant(image[None] / 255.0, tf.float32)
+        return scalars, images
+
+
+def format_summary(result: dict) -> str:
+    """One line: method, eps, grid MCC / R / DCI, training-distribution MCC, ICA MCC, time."""
+    text = (f"{result['method']} eps={result['eps']:g} step={result['step']}: "
+            f"MCC={result['eval/mcc']:.3f} R={result['eval/r']:.3f} "
+            f"DCI-D={result['eval/dci_d']:.3f} DCI-C={result['eval/dci_c']:.3f} "
+            f"MCC_train={result['eval/mcc_train']:.3f} val_loss={result['eval/loss']:.4f}")
+    if "eval/ica_mcc" in result:
+        text += f" ICA-MCC={result['eval/ica_mcc']:.3f}"
+    return text + f" time={result['elapsed']:.0f}s"
+
+
+def run(config, workdir: str) -> str:
+    """Trains and evaluates `config.method` in `workdir`; returns a one-line summary.
+
+    The data source is opened and checked against the config (`data_problems`)
+    before anything is written: a config error leaves `workdir` untouched.
+    """
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    source = image_source(config["data"])
+    problems = data_problems(config, source)
+    if problems:
+        raise cs.ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    strategy = distribute.create_strategy(config["distribute"])
+    chief = distribute.is_chief(strategy)
+    rundir = RunDir(workdir, chief=chief)
+    rundir.write_config(config)
+    stored = rundir.result()
+    if stored is not None:
+        logging.info("finished run found in %s: not redone", workdir)
+        return format_summary(stored)
+    experiment = _Experiment(config, strategy, source)
+    logging.info("data %s: %d rows, K = %d factors %s, images %s, encoder input %s",
+                 config["data"]["path"] or "renderer", len(experiment.factor_table),
+                 len(experiment.factor_names), experiment.factor_names,
+                 source_image_shape(source),
+                 model_image_shape(source_image_shape(source), config["data"]["image_size"]))
+    checkpointer = Checkpointer(
+        os.path.join(workdir, CHECKPOINTS), chief=chief, worker=distribute.worker_id(strategy),
+        model=experiment.encoder, optimizer=experiment.optimizer)
+    final = loop.fit(
+        train_step=experiment.train_step, evaluate=experiment.evaluate,
+        checkpointer=checkpointer, rundir=rundir, total_steps=config["train"]["steps"],
+        eval_every_steps=config["eval"]["every_steps"],
+        checkpoint_every_steps=config["checkpoint_every_steps"],
+        log_every_seconds=config["log_every_seconds"], name=config["method"])
+    sweeps = experiment.evaluator.sweeps()
+    result = {"method": config["method"], "eps": config["eps"], **final,
+              "factor_names": list(experiment.factor_names),
+              "num_rows": len(experiment.factor_table),
+              "sweeps": [s.tolist() for s in sweeps]}
+    if chief:
+        atomic_write_png(os.path.join(workdir, "sweeps.png"),
+                         experiment.sweep_figure(sweeps, final["eval/mcc"]))
+    rundir.write_result(result)
+    rundir.close()
+    return format_summary(result)
+
+
+def atomic_write_png(path: str, image: np.ndarray) -> None:
+    """Writes an RGB uint8 image [H, W, 3] as PNG, atomically."""
+    tmp = path + ".tmp"
+    tf.io.write_file(tmp, tf.io.encode_png(image))
+    os.replace(tmp, path)

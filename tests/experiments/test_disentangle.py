@@ -1,0 +1,341 @@
+"""The disentanglement experiment at tiny sizes: step, strategies, penalties, metrics, resume.
+
+End-to-end runs go through `sdis_tf.experiments.run`, as main.py does: on the
+renderer, and on tiny fake files in tmp_path given as `config.data.path`: a
+dSprites-like npz (one channel, a constant colour factor dropped, K = 5) and a
+plain h5 with custom keys and an incomplete grid (K = 3, 12x12x3 images
+average-pooled to 6x6).
+"""
+
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sdis_tf import config_schema, experiments
+from sdis_tf.data.latents import FACTOR_NAMES
+from sdis_tf.data.tasks import TaskBatch
+from sdis_tf.experiments import disentangle
+from sdis_tf.models.conv4 import Conv4Encoder
+from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
+from sdis_tf.train import bilevel, distribute
+from sdis_tf.train.rundir import CHECKPOINTS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIZE, TASKS, SAMPLES = 16, 4, 10
+
+
+def _config(preset="tiny", **data):
+    """configs/disentangle.py:preset with the config.data fields `data`."""
+    spec = importlib.util.spec_from_file_location(
+        "disentangle_config", os.path.join(ROOT, "configs", "disentangle.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(preset)
+    config.data.update(data)
+    return config
+
+
+def _batch(query: bool) -> TaskBatch:
+    """A fixed batch of random images whose targets depend on the images (learnable)."""
+    x = tf.random.stateless_uniform([TASKS, 2 * SAMPLES, SIZE, SIZE, 3], [3, 4])
+    w = tf.random.stateless_normal([TASKS, 3], [5, 6])
+    y = tf.einsum("tnc,tc->tn", tf.reduce_mean(x, axis=[2, 3]) - 0.5, w) * 10.0
+    if not query:
+        return TaskBatch(x[:, :SAMPLES], y[:, :SAMPLES])
+    return TaskBatch(x[:, :SAMPLES], y[:, :SAMPLES], x[:, SAMPLES:], y[:, SAMPLES:])
+
+
+def _trainer(method, strategy, learning_rate=1e-3, eps=0.1):
+    config = _config().to_dict()
+    config.update(method=method, eps=eps)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        encoder = Conv4Encoder(6, width=0.25, hidden=16)
+        encoder(tf.zeros([1, SIZE, SIZE, 3]), training=False)
+        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer.build(encoder.trainable_variables)
+    trainer = bilevel.BilevelTrainer(
+        encoder, disentangle.make_head(config), optimizer, strategy, num_tasks=TASKS,
+        jit_compile=False, outer_penalty=disentangle.outer_penalty(method, eps))
+    return trainer, encoder
+
+
+def test_presets_are_valid():
+    for preset in ("", "cpu", "tiny"):
+        assert config_schema.check(_config(preset), disentangle.SCHEMA,
+                                   disentangle.CONSTRAINTS) == []
+    config = _config("tiny")
+    config.data.source = "shapes3d"   # the old field: data.path alone chooses the source
+    with pytest.raises(config_schema.ConfigError, match="config.data.source: unknown key"):
+        experiments.run(config, "/nonexistent")
+    config = _config("tiny").to_dict()
+    config["data"]["path"] = 3
+    with pytest.raises(config_schema.ConfigError,
+                       match=r"config.data.path = 3 has type int; allowed: a string"):
+        experiments.run(config, "/nonexistent")
+
+
+def test_text_spec():
+    assert config_schema.Text().problem("") is None
+    assert config_schema.Text(nonempty=True).problem("") == \
+        "is empty; allowed: a non-empty string"
+    assert config_schema.Text().problem(None) == \
+        "has type NoneType; allowed: a string ('' when unused)"
+
+
+def test_trainer_fed_by_batches_only_has_no_train_step():
+    trainer, _ = _trainer("lasso", tf.distribute.get_strategy())
+    with pytest.raises(ValueError, match="train_on_batch"):
+        trainer.train_step(0)
+
+
+def test_step_under_default_and_mirrored_strategies_agree():
+    batch = _batch(query=True)
+    results = {}
+    for name in ("default", "mirrored"):
+        strategy = distribute.create_strategy(name)
+        trainer, encoder = _trainer("lasso", strategy)
+        metrics = {k: float(v) for k, v in trainer.train_on_batch(batch).items()}
+        results[name] = metrics, [v.numpy() for v in encoder.weights]
+    assert distribute.create_strategy("mirrored").num_replicas_in_sync == 2
+    (m_default, w_default), (m_mirrored, w_mirrored) = results["default"], results["mirrored"]
+    assert m_default.keys() == {"loss", "grad_norm", "support"}
+    for key in m_default:
+        np.testing.assert_allclose(m_mirrored[key], m_default[key], rtol=1e-4, atol=1e-6)
+    for a, b in zip(w_mirrored, w_default):  # includes the TaskBatchNorm moving statistics
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method,query", [("lasso", False), ("outer_lasso", True),
+                                          ("ridge", True)])
+def test_a_few_steps_lower_the_outer_loss(method, query):
+    batch = _batch(query)
+    trainer, _ = _trainer(method, tf.distribute.get_strategy(), learning_rate=3e-3)
+    losses = [float(trainer.train_on_batch(batch)["loss"]) for _ in range(8)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_outer_penalties_match_their_formulas():
+    F = tf.random.stateless_normal([3, 7, 4], [1, 1], dtype=tf.float64)
+    y = tf.random.stateless_normal([3, 7], [2, 2], dtype=tf.float64)
+    W = tf.constant([[1.0, 0.0, -2.0, 0.5], [0.0, 0.0, 0.0, 0.0], [3.0, 1.0, 1.0, -1.0]],
+                    tf.float64)
+    Fn, yn, Wn = F.numpy(), y.numpy(), W.numpy()
+    lam_l1 = np.abs(np.einsum("tnm,tn->tm", Fn, yn)).max(axis=1) / 7
+    lam_l2 = (Fn ** 2).sum(axis=(1, 2)) / 7
+    np.testing.assert_allclose(lasso_lambda_max(F, y), lam_l1)
+    np.testing.assert_allclose(ridge_lambda_max(F), lam_l2)
+    l1 = disentangle.outer_penalty("outer_lasso", 0.3)(W, F, y).numpy()
+    np.testing.assert_allclose(l1, 0.3 * lam_l1 * np.abs(Wn).sum(axis=1))
+    l2 = disentangle.outer_penalty("outer_ridge", 0.3)(W, F, y).numpy()
+    np.testing.assert_allclose(l2, 0.15 * lam_l2 * (Wn ** 2).sum(axis=1))
+    assert disentangle.outer_penalty("lasso", 0.3) is None
+
+
+EVAL_KEYS = {f"eval/{p}{name}{s}" for name in ("mcc", "r", "dci_d", "dci_c")
+             for p, s in (("", ""), ("", "_train"), ("ica_", ""))} | {"eval/loss"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("disentangle"))
+    summary = experiments.run(_config(), workdir)
+    return workdir, summary
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_run_writes_every_metric_image_and_result(finished_run):
+    workdir, summary = finished_run
+    assert summary.startswith("lasso eps=0.1 step=4: MCC=")
+    records = _records(workdir)
+    assert [r["step"] for r in records] == [0, 2, 4]
+    assert set(records[0]) >= EVAL_KEYS
+    assert set(records[-1]) >= EVAL_KEYS | {"train/loss", "train/grad_norm", "train/support",
+                                            "train/input_wait"}
+    for key in EVAL_KEYS:
+        value = records[-1][key]
+        assert isinstance(value, float) and np.isfinite(value), (key, value)
+        assert key == "eval/loss" or 0.0 <= value <= 1.0 + 1e-9, (key, value)
+    with open(os.path.join(workdir, "result.json")) as f:
+        result = json.load(f)
+    assert result["factor_names"] == list(FACTOR_NAMES) and result["num_rows"] == 480000
+    assert [np.shape(s) for s in result["sweeps"]] == [(10, 6), (10, 6), (10, 6), (8, 6),
+                                                       (4, 6), (15, 6)]
+    assert os.path.getsize(os.path.join(workdir, "sweeps.png")) > 1000
+    events = os.listdir(os.path.join(workdir, "tensorboard"))
+    assert events
+    tags = set()
+    for event in tf.compat.v1.train.summary_iterator(
+            os.path.join(workdir, "tensorboard", events[0])):
+        tags.update(v.tag for v in event.summary.value)
+    assert {"eval/mcc", "eval/ica_mcc", "eval/sweeps", "train/loss"} <= tags
+
+
+def _roll_back_and_rerun(reference, workdir, config):
+    """Copies a finished run, rolls it back to its step-2 checkpoint (as if killed before
+    step 4), reruns it and checks it ends with the metrics of the uninterrupted run."""
+    shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns("tensorboard"))
+    checkpoints = os.path.join(workdir, CHECKPOINTS)
+    os.remove(os.path.join(workdir, "result.json"))
+    for name in os.listdir(checkpoints):
+        if name.startswith("ckpt-4"):
+            os.remove(os.path.join(checkpoints, name))
+    with open(os.path.join(checkpoints, "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n')
+    experiments.run(config, workdir)
+    drop = ("time", "elapsed", "train/input_wait")
+    resumed, expected = _records(workdir), _records(reference)
+    assert [r["step"] for r in resumed] == [0, 2, 4]
+    for got, want in zip(resumed, expected):
+        keys = sorted(set(want) - set(drop))
+        assert sorted(set(got) - set(drop)) == keys
+        np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys],
+                                   rtol=1e-5, atol=1e-5)
+    for got, want in zip(_result(workdir)["sweeps"], _result(reference)["sweeps"]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _result(workdir):
+    with open(os.path.join(workdir, "result.json")) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------- labelled-factor files
+
+DSPRITES_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
+H5_NAMES = ("hue", "size", "angle")
+
+
+def _square_images(levels: np.ndarray, size: int) -> np.ndarray:
+    """Binary images [N, size, size]: a square whose side and position follow the levels."""
+    images = np.zeros((len(levels), size, size), np.uint8)
+    for i, level in enumerate(levels):
+        side = 3 + level[1] + level[0]
+        x, y = 1 + 2 * level[-2], 1 + 2 * level[-1]
+        images[i, y:y + side, x:x + side] = 1
+    return images
+
+
+def _dsprites(path) -> None:
+    """DeepMind's layout: imgs uint8 0/1 [N, 16, 16], latents_values with colour constant."""
+    sizes = (1, 3, 2, 2, 2, 2)
+    classes = np.array(list(itertools.product(*map(range, sizes))), np.int64)
+    values = classes.astype(np.float64)
+    values[:, 0] = 1.0                                       # colour: one value
+    values[:, 2] = 0.5 + 0.5 * classes[:, 2]                  # scale
+    values[:, 3] = 2 * np.pi * classes[:, 3] / 40            # orientation
+    metadata = {"latents_names": DSPRITES_NAMES, "latents_sizes": np.array(sizes)}
+    np.savez(path, imgs=_square_images(classes[:, 1:], 16), latents_values=values,
+             latents_classes=classes, metadata=np.array(metadata, object))
+
+
+def _plain_h5(path) -> None:
+    """Custom keys 'pictures' [N, 12, 12, 3] float32 and 'angles' [N, 3], with names;
+    6 of the 4x3x3 grid points are missing (N = 30)."""
+    levels = np.array(list(itertools.product(range(4), range(3), range(3))))
+    levels = np.delete(levels, [1, 5, 13, 14, 22, 35], axis=0)
+    factors = np.stack([levels[:, 0] / 4.0, 1.0 + levels[:, 1], 15.0 * levels[:, 2]], axis=1)
+    gray = _square_images(levels, 12).astype(np.float32)
+    pictures = np.stack([gray, gray * (levels[:, :1, None] / 3.0), 1.0 - gray], axis=-1)
+    with h5py.File(path, "w") as f:
+        f["pictures"] = pictures
+        f["angles"] = factors
+        f["factor_names"] = np.array(H5_NAMES, dtype="S")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("factor_files")
+    paths = {"npz": folder / "dsprites_like.npz", "h5": folder / "mine.h5"}
+    _dsprites(paths["npz"])
+    _plain_h5(paths["h5"])
+    return {key: str(path) for key, path in paths.items()}
+
+
+def _check_finished(workdir, names, num_rows):
+    records = _records(workdir)
+    assert [r["step"] for r in records] == [0, 2, 4]
+    for key in EVAL_KEYS:
+        value = records[-1][key]
+        assert isinstance(value, float) and np.isfinite(value), (key, value)
+    result = _result(workdir)
+    assert tuple(result["factor_names"]) == names
+    assert result["num_rows"] == num_rows
+    assert len(result["sweeps"]) == len(names)                          # one per factor
+    assert {np.shape(s)[1] for s in result["sweeps"]} == {len(names)}   # m = K codes
+    assert os.path.getsize(os.path.join(workdir, "sweeps.png")) > 1000
+    return result
+
+
+def test_dsprites_npz_runs_with_one_channel_and_k5(files, tmp_path):
+    workdir = str(tmp_path / "dsprites")
+    summary = experiments.run(_config(path=files["npz"]), workdir)
+    assert summary.startswith("lasso eps=0.1 step=4: MCC=")
+    result = _check_finished(workdir, DSPRITES_NAMES[1:], 48)
+    # The grid is complete: each sweep runs over all the values of its factor.
+    assert [np.shape(s)[0] for s in result["sweeps"]] == [3, 2, 2, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def h5_run(files, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("h5_run"))
+    config = _config(path=files["h5"], images_key="pictures", factors_key="angles",
+                     image_size=6)
+    experiments.run(config, workdir)
+    return config, workdir
+
+
+def test_h5_with_custom_keys_and_an_incomplete_grid(h5_run):
+    _, workdir = h5_run
+    result = _check_finished(workdir, H5_NAMES, 30)
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["data"]["images_key"] == "pictures"
+    # The sweeps run through a reference row with every neighbour present: 4, 3, 3 values.
+    assert [np.shape(s)[0] for s in result["sweeps"]] == [4, 3, 3]
+
+
+def test_h5_run_resumes_from_its_checkpoint(h5_run, tmp_path):
+    config, reference = h5_run
+    _roll_back_and_rerun(reference, str(tmp_path / "resumed"), config)
+
+
+@pytest.mark.parametrize("data,field,fragment", [
+    ({"path": "/nonexistent/x.npz"}, "config.data.path", "no such file"),
+    ({"images_key": "pictures"}, "config.data.images_key", "needs config.data.path"),
+    ({"path": "h5", "images_key": "nope"}, "config.data.images_key = 'nope'",
+     "keys found: 'angles'"),
+    ({"path": "h5", "images_key": "angles", "factors_key": "pictures"},
+     "config.data.factors_key = 'pictures'", "images 'angles' have shape"),
+    ({"path": "h5", "images_key": "pictures", "factors_key": "angles", "image_size": 5},
+     "config.data.image_size = 5", "must divide the images' height 12"),
+    ({"path": "npz", "image_size": 32}, "config.data.image_size = 32", "0 keeps 16x16"),
+    ({"path": "", "image_size": 0}, "config.data.image_size = 0", "with the renderer"),
+])
+def test_bad_data_fields_fail_before_any_work_naming_the_field(files, tmp_path, data, field,
+                                                               fragment):
+    data = {k: files.get(v, v) if k == "path" else v for k, v in data.items()}
+    workdir = tmp_path / "never"
+    with pytest.raises(config_schema.ConfigError) as error:
+        experiments.run(_config(**data), str(workdir))
+    assert field in str(error.value) and fragment in str(error.value), str(error.value)
+    assert not workdir.exists()
+
+
+def test_task_fields_are_checked_against_the_files_k(files, tmp_path):
+    config = _config(path=files["npz"])
+    config.tasks.kind, config.tasks.block_size = "block", 2
+    with pytest.raises(config_schema.ConfigError, match="block_size = 2 must divide the "
+                       "number of latents 5"):
+        experiments.run(config, str(tmp_path / "never"))
