@@ -242,7 +242,7 @@ def model_image_shape(image_shape: tuple, image_size: int) -> tuple[int, int, in
 
 def data_problems(config: dict, source: pipeline.ImageSource) -> list[str]:
     """Checks of `config` against the loaded source: image size, K-dependent task fields."""
-    size, (height, width, channels) = config["data"]["image_size"], source_image_shape(source)
+    size, (height, width, _) = config["data"]["image_size"], source_image_shape(source)
     problems = tasks_lib.schema_problems(config["tasks"], len(factor_names(source)))
     if size and (height % size or width % (height // size)):
         problems.append(f"config.data.image_size = {size} must divide the images' height "

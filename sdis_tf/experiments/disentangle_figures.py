@@ -36,6 +36,8 @@ import shlex
 
 import numpy as np
 
+from sdis_tf.train.rundir import save_figure
+
 SCORES = ("mcc", "r", "dci_d", "dci_c")
 RULES = ("oracle", "val_loss")
 EPS_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -190,9 +192,7 @@ def plot(rows: list[dict], out: str) -> list[str]:
         axes[1, column].set_xlabel("lambda / lambda_max")
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    paths = [os.path.join(out, "mcc_vs_eps.png")]
-    fig.savefig(paths[0], dpi=100)
-    plt.close(fig)
+    paths = [save_figure(fig, os.path.join(out, "mcc_vs_eps.png"))]
 
     fig, axes = plt.subplots(len(RULES), 2, figsize=(9, 3.4 * len(RULES)), squeeze=False)
     for row_index, rule in enumerate(RULES):
@@ -212,9 +212,7 @@ def plot(rows: list[dict], out: str) -> list[str]:
             ax.tick_params(axis="x", labelsize=7, rotation=30)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(os.path.join(out, "best_vs_setting.png"))
-    fig.savefig(paths[1], dpi=100)
-    plt.close(fig)
+    paths.append(save_figure(fig, os.path.join(out, "best_vs_setting.png")))
     return paths
 
 

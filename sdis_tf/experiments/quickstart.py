@@ -36,7 +36,7 @@ from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.models.mlp import ACTIVATIONS, MLPEncoder
 from sdis_tf.train import bilevel, distribute, loop, progress
 from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir, save_figure
 
 METHODS = ("lasso", "ridge")
 
@@ -245,10 +245,7 @@ def plot(results: list[dict], histories: list[list[dict]], path: str) -> None:
         ax.set(title=f"inner-{result['method']}: MCC {result['eval/mcc']:.3f}",
                xlabel="code (matched order)", ylabel="true latent")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 def run(config, workdir: str) -> str:

@@ -56,7 +56,7 @@ from scipy import stats
 from sdis_tf import config_schema as cs
 from sdis_tf import solvers
 from sdis_tf.solvers import lasso_op
-from sdis_tf.train.rundir import RunDir, atomic_write
+from sdis_tf.train.rundir import RunDir, atomic_write, save_figure
 
 COVARIANCES = ("toeplitz", "iid")
 REPRESENTATIONS = ("disentangled", "entangled")
@@ -567,10 +567,7 @@ def plot_figure1(summary: list[dict], path: str, rho: float) -> None:
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)
 
 
 def format_table(summary: list[dict]) -> str:

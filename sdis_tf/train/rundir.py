@@ -49,6 +49,25 @@ def atomic_write(path: str, text: str) -> None:
         raise
 
 
+def save_figure(fig, path: str, dpi: int = 100) -> str:
+    """Saves a matplotlib figure to `path` (PNG) atomically and closes it; returns `path`."""
+    import matplotlib.pyplot as plt  # only the experiments that plot need it
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
 def _json_value(value: Any) -> Any:
     """Python floats for JSON; non-finite numbers become strings ("nan", "inf")."""
     value = float(value) if hasattr(value, "__float__") else value

@@ -77,3 +77,14 @@ def test_summaries_write_tensorboard_events(tmp_path):
     run.close()
     events = os.listdir(tmp_path / "tensorboard")
     assert len(events) == 1 and events[0].startswith("events.out.tfevents")
+
+
+def test_save_figure_is_atomic_and_closes(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    path = rundir_lib.save_figure(fig, str(tmp_path / "a" / "fig.png"))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path / "a") == ["fig.png"] and not plt.fignum_exists(fig.number)
