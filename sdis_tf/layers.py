@@ -188,7 +188,7 @@ class SparseSVMHead(keras.layers.Layer):
         if self.lam1 is not None:
             lam1 = tf.fill(tf.shape(support)[:1], tf.constant(self.lam1, support.dtype))
         else:
-            lam1 = self.eps * tf.stop_gradient(svm_lambda_max(support, onehot))
+            lam1 = self.eps * svm_lambda_max(tf.stop_gradient(support), onehot)
         return implicit.svm_implicit(support, onehot, lam1, tf.constant(self.lam2, support.dtype),
                                      smoothing=self.smoothing, tol=self.tol, max_iter=self.max_iter)
 

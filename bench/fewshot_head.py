@@ -1,0 +1,144 @@
+"""Benchmark: the sparse SVM head's cost against the backbone's, per few-shot episode batch.
+
+    python bench/fewshot_head.py [--quick] [--repeats 3] [--out bench/results/fewshot_head]
+
+For each backbone (small conv at 32x32; ResNet-12 at 32x32 and, without
+--quick, at 84x84) and T 5-way 5-shot episodes with 15 queries per class:
+
+- backbone: forward + backward of the T * (25 + 75) images in training mode
+  (gradient of a scalar of the features w.r.t. the backbone's weights),
+  as the meta-training step does (`train.meta`, not XLA-compiled);
+- head: forward + backward of `layers.SparseSVMHead` on those features
+  (lambda_max, the dual FISTA solve, the query logits, the implicit gradient
+  w.r.t. the support and query features and the scale), for the sparse head
+  (eps = 0.1, i.e. lam1 = 0.1 lambda_max) and the dense one (lam1 = 0), with the
+  head's defaults (tol 1e-4, max_iter 1000); `svm_lambda_max` alone is timed too;
+- the head's share: head / backbone (issue 8 asks <= 25%).
+
+Features are those of the freshly initialised backbone in training mode.
+Times are steady-state (after tracing and XLA compilation), best of
+`--repeats`, on whatever CPU this runs on (shared machines give noisy numbers).
+Writes a Markdown table and JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sdis_tf import layers
+from sdis_tf.solvers import svm_lambda_max
+from sdis_tf.models.resnet12 import ResNet12
+from sdis_tf.models.small_conv import SmallConv
+
+WAYS, SHOTS, QUERIES = 5, 5, 15
+
+
+def best_time(fn, repeats):
+    fn()  # trace / compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_cell(name, backbone, side, T, repeats, rng):
+    n, q = WAYS * SHOTS, WAYS * QUERIES
+    images = tf.constant(rng.standard_normal((T * (n + q), side, side, 3)), tf.float32)
+    features = backbone(images, training=True)
+    probe = tf.constant(rng.standard_normal(features.shape), tf.float32)
+
+    @tf.function
+    def backbone_step(images, probe):
+        with tf.GradientTape() as tape:
+            features = backbone(images, training=True)
+            loss = tf.reduce_sum(features * probe)
+        return tape.gradient(loss, backbone.trainable_variables)
+
+    m = int(features.shape[-1])
+    support = tf.reshape(features[:T * n], [T, n, m])
+    query = tf.reshape(features[T * n:], [T, q, m])
+    labels = tf.constant(np.tile(np.repeat(np.arange(WAYS), SHOTS), (T, 1)), tf.int32)
+    query_labels = tf.constant(np.tile(np.repeat(np.arange(WAYS), QUERIES), (T, 1)), tf.int32)
+    row = dict(backbone=name, side=side, T=T, m=m)
+    row["backbone_s"] = best_time(lambda: [g.numpy() for g in backbone_step(images, probe)],
+                                  repeats)
+
+    onehot = tf.one_hot(labels, WAYS)
+    lambda_max = tf.function(lambda support: svm_lambda_max(support, onehot))
+    row["lambda_max_s"] = best_time(lambda: lambda_max(support).numpy(), repeats)
+    for head_name, head in (("sparse", layers.SparseSVMHead(WAYS, 0.1)),
+                            ("dense", layers.SparseSVMHead(WAYS, lam1=0.0))):
+        head((support, labels, query))
+
+        @tf.function
+        def head_step(support, query, head=head):
+            with tf.GradientTape() as tape:
+                tape.watch([support, query])
+                W, result = head.solve((support, labels, query))
+                logits = head.scale * tf.einsum("tqm,tkm->tqk", query, W)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    query_labels, logits))
+            grads = tape.gradient(loss, [support, query, head.scale])
+            used = tf.reduce_mean(tf.cast(tf.reduce_any(W != 0, axis=1), tf.float32))
+            return grads, used, result.iterations
+
+        _, used, iterations = head_step(support, query)
+        row[f"{head_name}_s"] = best_time(
+            lambda: [g.numpy() for g in head_step(support, query)[0]], repeats)
+        row[f"{head_name}_share"] = row[f"{head_name}_s"] / row["backbone_s"]
+        row[f"{head_name}_features_used"] = float(used)
+        row[f"{head_name}_iterations"] = float(np.mean(iterations.numpy()))
+    return row
+
+
+def markdown(rows):
+    lines = [f"Per batch of T 5-way {SHOTS}-shot episodes with {QUERIES} queries per class; "
+             f"steady-state seconds, best of the repeats; CPU: {os.cpu_count()} cores "
+             f"({platform.processor() or platform.machine()}), shared with other jobs.", "",
+             "| backbone | input | T | m | backbone fwd+bwd (s) | sparse head fwd+bwd (s) | "
+             "share | of which lambda_max (s) | features used | FISTA iters | dense head (s) | "
+             "share | FISTA iters |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['backbone']} | {r['side']}x{r['side']} | {r['T']} | {r['m']} | "
+            f"{r['backbone_s']:.3f} | {r['sparse_s']:.3f} | {100 * r['sparse_share']:.0f}% | "
+            f"{r['lambda_max_s']:.3f} | "
+            f"{100 * r['sparse_features_used']:.0f}% | {r['sparse_iterations']:.0f} | "
+            f"{r['dense_s']:.3f} | {100 * r['dense_share']:.0f}% | {r['dense_iterations']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip ResNet-12 at 84x84")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "fewshot_head"))
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    cells = [("small_conv", SmallConv(), 32, 8), ("resnet12", ResNet12(), 32, 2)]
+    if not args.quick:
+        cells.append(("resnet12", ResNet12(dropblock_size=5), 84, 1))
+    rows = []
+    for name, backbone, side, T in cells:
+        rows.append(bench_cell(name, backbone, side, T, args.repeats, rng))
+        print(json.dumps(rows[-1]), flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    for suffix, text in ((".md", markdown(rows)), (".json", json.dumps(rows, indent=1))):
+        with open(args.out + suffix, "w") as f:
+            f.write(text)
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

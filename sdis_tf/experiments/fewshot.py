@@ -1,0 +1,380 @@
+r"""Sparse meta-learning (paper Section 5.2, Fig. 5): few-shot classification with episode heads.
+
+One run per head, each a full run directory `workdir/<run>/`:
+- "sparse_svm": `layers.SparseSVMHead(eps)`, the group-Lasso multiclass SVM
+  (lam1 = eps * lambda_max); one run per value of `heads.sparse_svm.eps`
+  (`sparse_svm_eps<eps>`), the lam1 grid of Fig. 5;
+- "dense_svm": the same head with lam1 = 0 (MetaOptNet-SVM's Crammer-Singer
+  SVM, with a ridge term lam2);
+- "ridge": ridge regression onto one-hot labels (MetaOptNet-RR / R2D2);
+- "proto": prototypical networks.
+
+Training (MetaOptNet's recipe, `sdis_tf.train.meta`): `train.episodes_per_batch`
+N-way K-shot episodes per step, query cross-entropy with label smoothing, SGD
+with Nesterov momentum 0.9, coupled weight decay on the backbone, and the
+step schedule lr * factors[i] from epoch boundaries[i] on (MetaOptNet:
+0.1 x 1 / 0.06 / 0.012 / 0.0024 from epochs 0 / 20 / 40 / 50 of 60, 1000 steps
+per epoch). Validation after every epoch on the same `eval.val_episodes`
+episodes (eval/accuracy with eval/ci95, eval/features_used). At the end,
+test on `eval.test_episodes` fixed episodes (>= 1000 for reported numbers):
+mean accuracy +- 1.96 std / sqrt(N) over episodes (MetaOptNet's test script
+divided by sqrt(i+1)), the mean fraction of features an episode's head uses,
+and each feature's usage (the fraction of test episodes whose W_:j != 0).
+
+Outputs: workdir/<run>/{metrics.jsonl, result.json, checkpoints, ...},
+workdir/result.json (all runs), workdir/fewshot.png (Fig. 5 layout: sorted
+feature usage per lam1, and test accuracy vs mean fraction of features used;
+`plot(collect_results(workdir), path)` redraws it, also from several workdirs).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from sdis_tf import config_schema as cs
+from sdis_tf import layers
+from sdis_tf.data import fewshot
+from sdis_tf.models.resnet12 import ResNet12
+from sdis_tf.models.small_conv import SmallConv
+from sdis_tf.train import distribute, loop, meta, progress
+from sdis_tf.train.checkpoint import Checkpointer
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir
+
+METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
+BACKBONES = ("small_conv", "resnet12")
+_TRAIN_STREAM, _VAL_STREAM, _TEST_STREAM = range(3)
+
+
+class _Text(cs.Spec):
+    """Any string (a path; "" when unused)."""
+
+    def allowed(self) -> str:
+        return "a string"
+
+    def problem(self, value):
+        return None if isinstance(value, str) else \
+            f"has type {type(value).__name__}; allowed: {self.allowed()}"
+
+
+_SVM = {"lam2": cs.POSITIVE, "smoothing": cs.NONNEGATIVE, "tol": cs.POSITIVE,
+        "max_iter": cs.COUNT}
+SCHEMA = {
+    "experiment": cs.Choice("fewshot"),
+    "seed": cs.Int(min=0),
+    "distribute": cs.Choice(*distribute.STRATEGIES),
+    "methods": cs.Tuple(cs.Choice(*METHODS), unique=True),
+    "data": {
+        "dataset": cs.Choice(*fewshot.DATASETS),
+        "root": _Text(),
+        "images_per_class": cs.COUNT,
+        "image_size": cs.Int(min=8, max=512),
+        "ways": cs.Int(min=2),
+        "train_shots": cs.COUNT,
+        "test_shots": cs.COUNT,
+        "train_queries": cs.COUNT,
+        "test_queries": cs.COUNT,
+    },
+    "model": {
+        "name": cs.Choice(*BACKBONES),
+        "channels": cs.Tuple(cs.COUNT),
+        "drop_rate": cs.Float(min=0.0, max=1.0, max_open=True),
+        "dropblock_size": cs.COUNT,
+        "ramp_steps": cs.COUNT,
+    },
+    "heads": {
+        "scale": cs.POSITIVE,
+        "sparse_svm": {"eps": cs.Tuple(cs.Float(min=0.0, max=1.0, min_open=True), unique=True),
+                       **_SVM},
+        "dense_svm": dict(_SVM),
+        "ridge": {"lam": cs.POSITIVE},
+    },
+    "optimizer": {
+        "learning_rate": cs.POSITIVE,
+        "momentum": cs.Float(min=0.0, max=1.0, max_open=True),
+        "weight_decay": cs.NONNEGATIVE,
+        "boundaries_epochs": cs.Tuple(cs.COUNT, min_len=0),
+        "factors": cs.Tuple(cs.POSITIVE),
+    },
+    "train": {
+        "epochs": cs.COUNT,
+        "steps_per_epoch": cs.COUNT,
+        "episodes_per_batch": cs.COUNT,
+        "label_smoothing": cs.Float(min=0.0, max=1.0, max_open=True),
+        "jit_compile": cs.Bool(),
+    },
+    "eval": {"val_episodes": cs.COUNT, "test_episodes": cs.COUNT, "batch_episodes": cs.COUNT},
+    "checkpoint_every_steps": cs.COUNT,
+    "log_every_seconds": cs.NONNEGATIVE,
+}
+
+
+def _cross_field(config: dict) -> list[str]:
+    problems = []
+    opt, data, model = config["optimizer"], config["data"], config["model"]
+    if len(opt["factors"]) != len(opt["boundaries_epochs"]) + 1:
+        problems.append(f"config.optimizer.factors has {len(opt['factors'])} items; it needs "
+                        f"len(boundaries_epochs) + 1 = {len(opt['boundaries_epochs']) + 1}")
+    if list(opt["boundaries_epochs"]) != sorted(set(opt["boundaries_epochs"])):
+        problems.append("config.optimizer.boundaries_epochs must be strictly increasing")
+    if data["dataset"] != "procedural" and not data["root"]:
+        problems.append(f"config.data.root is empty; dataset {data['dataset']!r} needs the "
+                        "folder holding its files")
+    if data["dataset"] == "procedural" and data["image_size"] > 64:
+        problems.append(f"config.data.image_size = {data['image_size']} is too large for the "
+                        "procedural set; allowed: 8 to 64 (the renderer's resolution)")
+    side = fewshot.IMAGE_SIDES.get(data["dataset"])
+    if side is not None and data["image_size"] != side:
+        problems.append(f"config.data.image_size = {data['image_size']} but {data['dataset']} "
+                        f"images are {side}x{side}; set config.data.image_size={side}")
+    if model["name"] == "resnet12" and len(model["channels"]) != 4:
+        problems.append("config.model.channels must have 4 widths for resnet12")
+    return problems
+
+
+CONSTRAINTS = (_cross_field,)
+
+
+def run_names(config: dict) -> list[tuple[str, str, float | None]]:
+    """(run name, method, eps) of every run: one per method, one per eps for sparse_svm."""
+    runs = []
+    for method in config["methods"]:
+        if method == "sparse_svm":
+            runs += [(f"sparse_svm_eps{eps:g}", method, eps)
+                     for eps in config["heads"]["sparse_svm"]["eps"]]
+        else:
+            runs.append((method, method, None))
+    return runs
+
+
+def make_head(method: str, eps: float | None, config: dict, num_ways: int) -> keras.layers.Layer:
+    """The episode head of `method` (see the module docstring)."""
+    heads = config["heads"]
+    if method == "sparse_svm":
+        settings = {k: v for k, v in heads["sparse_svm"].items() if k != "eps"}
+        return layers.SparseSVMHead(num_ways, eps, scale=heads["scale"], **settings)
+    if method == "dense_svm":
+        return layers.SparseSVMHead(num_ways, lam1=0.0, scale=heads["scale"], **heads["dense_svm"])
+    if method == "ridge":
+        return meta.RidgeClassifierHead(num_ways, lam=heads["ridge"]["lam"], scale=heads["scale"])
+    if method == "proto":
+        return meta.PrototypeHead(num_ways, scale=heads["scale"])
+    raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
+
+
+def make_backbone(model: dict, seed: int) -> keras.Model:
+    """SmallConv or ResNet12 from `config.model`."""
+    if model["name"] == "small_conv":
+        return SmallConv(tuple(model["channels"]))
+    return ResNet12(tuple(model["channels"]), drop_rate=model["drop_rate"],
+                    dropblock_size=model["dropblock_size"], ramp_steps=model["ramp_steps"],
+                    seed=seed)
+
+
+def learning_rate(optimizer: dict, steps_per_epoch: int):
+    """MetaOptNet's step schedule: lr * factors[i] from epoch boundaries_epochs[i - 1] on."""
+    values = [optimizer["learning_rate"] * f for f in optimizer["factors"]]
+    if not optimizer["boundaries_epochs"]:
+        return values[0]
+    # Keras switches after a boundary (step > b): the step b * steps_per_epoch - 1 is the last
+    # one at the old rate, so epoch b's first step uses the new one.
+    boundaries = [b * steps_per_epoch - 1 for b in optimizer["boundaries_epochs"]]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def confidence_interval(accuracies) -> tuple[float, float]:
+    """(mean, 1.96 std / sqrt(N)) over N episodes: the 95% normal-approximation interval."""
+    accuracies = np.asarray(accuracies, np.float64)
+    return float(accuracies.mean()), float(1.96 * accuracies.std() / math.sqrt(len(accuracies)))
+
+
+@functools.lru_cache(maxsize=6)
+def load_data(dataset: str, root: str, split: str, images_per_class: int, image_size: int,
+              seed: int) -> fewshot.FewShotSplit:
+    """A split of the configured dataset (procedural splits are rendered once per process)."""
+    if dataset == "procedural":
+        return fewshot.procedural_split(split, images_per_class=images_per_class,
+                                        image_size=image_size, seed=seed)
+    return fewshot.load_split(dataset, root, split)
+
+
+class _Experiment:
+    """The pieces of one run: data, backbone, head, optimizer, trainer and evaluation."""
+
+    def __init__(self, config: dict, method: str, eps, strategy: tf.distribute.Strategy):
+        self.config = config
+        data, train, seed = config["data"], config["train"], config["seed"]
+        split = lambda name: load_data(data["dataset"], data["root"], name,
+                                       data["images_per_class"], data["image_size"], seed)
+        ways = data["ways"]
+        self.train_sampler = fewshot.EpisodeSampler(
+            split("train"), ways, data["train_shots"], data["train_queries"], seed=seed,
+            stream=_TRAIN_STREAM)
+        self.samplers = {
+            name: fewshot.EpisodeSampler(split(name), ways, data["test_shots"],
+                                         data["test_queries"], seed=seed, stream=stream)
+            for name, stream in (("val", _VAL_STREAM), ("test", _TEST_STREAM))}
+        image_shape = self.train_sampler.data.images.shape[1:]
+        keras.utils.set_random_seed(seed)
+        with strategy.scope():
+            self.backbone = make_backbone(config["model"], seed)
+            m = self.backbone(tf.zeros([1, *image_shape]), training=False).shape[-1]
+            self.head = make_head(method, eps, config, ways)
+            self.head((tf.zeros([1, ways, m]), tf.zeros([1, ways], tf.int32),
+                       tf.zeros([1, 1, m])))
+            opt = config["optimizer"]
+            self.optimizer = keras.optimizers.SGD(
+                learning_rate(opt, train["steps_per_epoch"]), momentum=opt["momentum"],
+                nesterov=True)
+            self.trainer = meta.MetaTrainer(
+                self.backbone, self.head, self.optimizer, strategy,
+                lambda step: self.train_sampler.sample(step, train["episodes_per_batch"]),
+                num_episodes=train["episodes_per_batch"], weight_decay=opt["weight_decay"],
+                label_smoothing=train["label_smoothing"], jit_compile=train["jit_compile"])
+            self.optimizer.build(self.trainer.variables)
+        self._metrics = tf.function(functools.partial(meta.episode_metrics, self.backbone,
+                                                      self.head))
+
+    def episodes(self, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(accuracy [count], used [count, m]) on the first `count` episodes of `split`."""
+        size = self.config["eval"]["batch_episodes"]
+        accuracies, used = [], []
+        for index in range(math.ceil(count / size)):
+            batch = self.samplers[split].sample(index, min(size, count - index * size))
+            accuracy, batch_used = self._metrics(meta.EpisodeBatch(*map(tf.constant, batch)))
+            accuracies.append(accuracy.numpy())
+            used.append(batch_used.numpy())
+        return np.concatenate(accuracies), np.concatenate(used)
+
+    def evaluate(self):
+        accuracy, used = self.episodes("val", self.config["eval"]["val_episodes"])
+        mean, ci = confidence_interval(accuracy)
+        return {"accuracy": mean, "ci95": ci, "features_used": float(used.mean())}, {}
+
+    def test(self) -> dict:
+        accuracy, used = self.episodes("test", self.config["eval"]["test_episodes"])
+        mean, ci = confidence_interval(accuracy)
+        return {"test/accuracy": mean, "test/ci95": ci, "test/episodes": len(accuracy),
+                "test/features_used": float(used.mean()),
+                "test/features_used_std": float(used.mean(axis=1).std()),
+                "num_features": int(used.shape[1]),
+                "feature_usage": np.sort(used.mean(axis=0))[::-1].round(4).tolist()}
+
+
+def train_and_evaluate(config: dict, name: str, method: str, eps, workdir: str,
+                       strategy: tf.distribute.Strategy) -> dict:
+    """Trains one head's run in `workdir`, tests it, and returns its result."""
+    chief = distribute.is_chief(strategy)
+    rundir = RunDir(workdir, chief=chief)
+    rundir.write_config({**config, "methods": [method], "run": name})
+    stored = rundir.result()
+    if stored is not None:
+        logging.info("[%s] finished run found in %s: not redone", name, workdir)
+        return stored
+    experiment = _Experiment(config, method, eps, strategy)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, CHECKPOINTS), chief=chief, worker=distribute.worker_id(strategy),
+        model=experiment.backbone, head=experiment.head, optimizer=experiment.optimizer)
+    train = config["train"]
+    final = loop.fit(
+        train_step=experiment.trainer.train_step, evaluate=experiment.evaluate,
+        checkpointer=checkpointer, rundir=rundir,
+        total_steps=train["epochs"] * train["steps_per_epoch"],
+        eval_every_steps=train["steps_per_epoch"],
+        checkpoint_every_steps=config["checkpoint_every_steps"],
+        log_every_seconds=config["log_every_seconds"], name=name)
+    result = {"run": name, "method": method, "eps": eps, **final, **experiment.test()}
+    rundir.write_result(result)
+    rundir.close()
+    return result
+
+
+def format_table(results: list[dict]) -> str:
+    """Run, test accuracy +- 95% CI (in %), features used, episodes, run time."""
+    lines = [f"{'run':<20} {'test accuracy (%)':>18} {'features used':>14} {'episodes':>9} "
+             f"{'time':>8}"]
+    for r in results:
+        accuracy = f"{100 * r['test/accuracy']:.2f} +- {100 * r['test/ci95']:.2f}"
+        lines.append(f"{r['run']:<20} {accuracy:>18} {100 * r['test/features_used']:>13.1f}% "
+                     f"{r['test/episodes']:>9} {progress.format_duration(r['elapsed']):>8}")
+    return "\n".join(lines)
+
+
+def collect_results(workdir: str) -> list[dict]:
+    """The stored results (with feature usage) of every finished run under `workdir`."""
+    results = []
+    for name in sorted(os.listdir(workdir)):
+        stored = RunDir(os.path.join(workdir, name), chief=False).result() \
+            if os.path.isdir(os.path.join(workdir, name)) else None
+        if stored is not None and "feature_usage" in stored:
+            results.append(stored)
+    return results
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Fig. 5 layout. Left: each feature's usage (fraction of test episodes whose W_:j != 0),
+    features sorted by usage, one curve per lam1 (dense SVM = lam1 0). Right: test accuracy
+    (+- 95% CI) against the mean fraction of features an episode uses, over the lam1 grid,
+    with the dense, ridge and prototype baselines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    svm = sorted((r for r in results if r["method"] in ("sparse_svm", "dense_svm")),
+                 key=lambda r: r["eps"] or 0.0)
+    for r in svm:
+        usage = 100 * np.asarray(r["feature_usage"])
+        label = "lam1 = 0 (dense)" if r["method"] == "dense_svm" else \
+            f"lam1 = {r['eps']:g} lam_max"
+        left.plot(100 * np.arange(1, len(usage) + 1) / len(usage), usage, label=label)
+    left.set(xlabel="features, sorted by usage (% of all)", ylim=(-2, 102),
+             ylabel="test tasks using the feature (%)", title="feature usage across tasks")
+    if svm:
+        left.legend(fontsize=8)
+        right.errorbar([100 * r["test/features_used"] for r in svm],
+                       [100 * r["test/accuracy"] for r in svm],
+                       yerr=[100 * r["test/ci95"] for r in svm], marker="o", capsize=3,
+                       label="group-Lasso SVM")
+        for r in svm:
+            right.annotate(f"{r['eps'] or 0:g}", (100 * r["test/features_used"],
+                                                   100 * r["test/accuracy"]),
+                           textcoords="offset points", xytext=(4, -10), fontsize=7)
+    for r in results:
+        if r["method"] in ("ridge", "proto"):
+            right.errorbar([100 * r["test/features_used"]], [100 * r["test/accuracy"]],
+                           yerr=[100 * r["test/ci95"]], marker="s", capsize=3,
+                           linestyle="none", label=r["method"])
+    right.set(xlabel="features used per task (%, mean over test tasks)",
+              ylabel="test accuracy (%)", title="accuracy vs sparsity (labels: lam1/lam_max)")
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def run(config, workdir: str) -> str:
+    """Runs every head of `config.methods` (and every sparse eps); returns the results table."""
+    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    strategy = distribute.create_strategy(config["distribute"])
+    chief = distribute.is_chief(strategy)
+    top = RunDir(workdir, chief=chief)
+    top.write_config(config)
+    results = [train_and_evaluate(config, name, method, eps, os.path.join(workdir, name),
+                                  strategy)
+               for name, method, eps in run_names(config)]
+    if chief:
+        top.write_result({"results": [{k: v for k, v in r.items() if k != "feature_usage"}
+                                      for r in results]})
+        plot(results, os.path.join(workdir, "fewshot.png"))
+    logging.info("fewshot finished: %s/result.json, %s/fewshot.png", workdir, workdir)
+    return format_table(results)

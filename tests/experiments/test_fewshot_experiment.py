@@ -1,0 +1,162 @@
+"""The fewshot experiment end to end (tiny preset): train, validate, test, sparsity, resume."""
+
+import importlib.util
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sdis_tf import config_schema, experiments, layers
+from sdis_tf.experiments import fewshot
+from sdis_tf.train import loop, meta
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(preset="tiny"):
+    spec = importlib.util.spec_from_file_location(
+        "fewshot_config", os.path.join(ROOT, "configs", "fewshot.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def _records(workdir, run):
+    with open(os.path.join(workdir, run, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("tiny"))
+    return workdir, experiments.run(_config(), workdir)
+
+
+def test_tiny_run_trains_validates_tests_and_plots(tiny):
+    workdir, table = tiny
+    config = _config()
+    lines = table.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["sparse_svm_eps0.3", "proto"]
+    with open(os.path.join(workdir, "result.json")) as f:
+        results = {r["run"]: r for r in json.load(f)["results"]}
+    steps = config.train.epochs * config.train.steps_per_epoch
+    for run in ("sparse_svm_eps0.3", "proto"):
+        records = _records(workdir, run)
+        # validation at the start and after every epoch
+        assert [r["step"] for r in records] == [0, 2, 4] == list(range(0, steps + 1, 2))
+        assert {"eval/accuracy", "eval/ci95", "eval/features_used", "train/loss",
+                "train/accuracy", "train/features_used"} <= set(records[-1])
+        assert all(np.isfinite(v) for r in records for k, v in r.items() if k != "time")
+        assert os.listdir(os.path.join(workdir, run, "tensorboard"))
+        result = results[run]
+        assert result["test/episodes"] == config.eval.test_episodes == 6
+        assert 0.0 <= result["test/accuracy"] <= 1.0 and result["test/ci95"] >= 0.0
+    sparse, proto = results["sparse_svm_eps0.3"], results["proto"]
+    assert 0.0 < sparse["test/features_used"] < 1.0 and sparse["eps"] == 0.3
+    assert proto["test/features_used"] == 1.0
+    # feature usage: one value per feature (4 channels x 4 x 4), sorted, mean = features used
+    stored = fewshot.collect_results(workdir)
+    assert [r["run"] for r in stored] == ["proto", "sparse_svm_eps0.3"]
+    usage = np.asarray(stored[1]["feature_usage"])
+    assert usage.shape == (64,) == (stored[1]["num_features"],)
+    assert np.all(np.diff(usage) <= 0) and np.all((usage >= 0) & (usage <= 1))
+    np.testing.assert_allclose(usage.mean(), sparse["test/features_used"], atol=1e-3)
+    assert os.path.getsize(os.path.join(workdir, "fewshot.png")) > 10_000
+
+
+def test_sigterm_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny, monkeypatch):
+    reference, _ = tiny
+    config = _config()
+    config.methods = ("proto",)
+    workdir = str(tmp_path / "run")
+    original = meta.MetaTrainer.train_step
+
+    def interrupted_after_step_0(self, step):
+        metrics = original(self, step)
+        if step == 0:
+            signal.raise_signal(signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(meta.MetaTrainer, "train_step", interrupted_after_step_0)
+    with pytest.raises(loop.Interrupted, match="stopped by signal SIGTERM at step 1"):
+        experiments.run(config, workdir)
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "proto", "checkpoints")) \
+        .endswith("-1")
+    monkeypatch.setattr(meta.MetaTrainer, "train_step", original)
+    experiments.run(config, workdir)
+    resumed, expected = _records(workdir, "proto"), _records(reference, "proto")
+    assert [r["step"] for r in resumed] == [r["step"] for r in expected]
+    for got, want in zip(resumed, expected):
+        keys = sorted(k for k in want if k not in ("time", "elapsed"))
+        assert sorted(k for k in got if k not in ("time", "elapsed")) == keys
+        np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys],
+                                   rtol=1e-5, atol=1e-6)
+    with open(os.path.join(workdir, "proto", "result.json")) as f:
+        result = json.load(f)
+    with open(os.path.join(reference, "proto", "result.json")) as f:
+        want = json.load(f)
+    for key in ("test/accuracy", "test/ci95", "test/features_used"):
+        np.testing.assert_allclose(result[key], want[key], rtol=1e-5, atol=1e-6)
+
+
+def test_finished_run_is_not_redone(tiny):
+    workdir, table = tiny
+    before = _records(workdir, "sparse_svm_eps0.3")
+    assert experiments.run(_config(), workdir) == table
+    assert _records(workdir, "sparse_svm_eps0.3") == before
+
+
+def test_confidence_interval_is_1_96_std_over_sqrt_n():
+    accuracies = np.random.default_rng(0).uniform(0.4, 1.0, 1000)
+    mean, ci = fewshot.confidence_interval(accuracies)
+    assert mean == pytest.approx(accuracies.mean())
+    assert ci == pytest.approx(1.96 * accuracies.std() / np.sqrt(1000))
+
+
+def test_heads_and_schedule_from_the_config():
+    config = _config("cpu").to_dict()
+    assert [name for name, _, _ in fewshot.run_names(config)] == \
+        ["sparse_svm_eps0.02", "sparse_svm_eps0.05", "sparse_svm_eps0.1", "dense_svm"]
+    sparse = fewshot.make_head("sparse_svm", 0.05, config, 5)
+    dense = fewshot.make_head("dense_svm", None, config, 5)
+    assert isinstance(sparse, layers.SparseSVMHead) and sparse.eps == 0.05
+    assert isinstance(dense, layers.SparseSVMHead) and dense.lam1 == 0.0
+    assert isinstance(fewshot.make_head("ridge", None, config, 5), meta.RidgeClassifierHead)
+    assert isinstance(fewshot.make_head("proto", None, config, 5), meta.PrototypeHead)
+    schedule = fewshot.learning_rate(_config("").to_dict()["optimizer"], 1000)
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 19_999, 20_000, 40_000, 50_001)],
+                               [0.1, 0.1, 0.006, 0.0012, 0.00024], rtol=1e-6)
+
+
+def test_metaoptnet_preset_and_config_errors():
+    config = _config("")
+    assert (config.model.name, config.model.channels, config.data.image_size) == \
+        ("resnet12", (64, 160, 320, 640), 84)
+    config.optimizer.factors = (1.0, 0.1)
+    config.data.root = ""
+    with pytest.raises(config_schema.ConfigError) as error:
+        experiments.run(config, "/nonexistent")
+    assert "config.optimizer.factors has 2 items" in str(error.value)
+    assert "config.data.root is empty" in str(error.value)
+    config = _config("")
+    config.update_from_flattened_dict({"data.dataset": "CIFAR-FS", "data.root": "/data"})
+    with pytest.raises(config_schema.ConfigError, match="CIFAR-FS images are 32x32"):
+        experiments.run(config, "/nonexistent")
+
+
+def test_plot_draws_the_fig5_layout(tmp_path):
+    usage = lambda p: sorted(np.random.default_rng(0).uniform(0, p, 50), reverse=True)
+    results = [dict(run=f"sparse_svm_eps{e:g}", method="sparse_svm", eps=e,
+                    **{"test/accuracy": 0.9 - e, "test/ci95": 0.01,
+                       "test/features_used": 1 - 2 * e},
+                    feature_usage=usage(1 - 2 * e)) for e in (0.05, 0.2)]
+    results.append(dict(run="dense_svm", method="dense_svm", eps=None, feature_usage=[1.0] * 50,
+                        **{"test/accuracy": 0.91, "test/ci95": 0.01, "test/features_used": 1.0}))
+    results.append(dict(run="proto", method="proto", eps=None, feature_usage=[1.0] * 50,
+                        **{"test/accuracy": 0.88, "test/ci95": 0.01, "test/features_used": 1.0}))
+    path = str(tmp_path / "fig5.png")
+    fewshot.plot(results, path)
+    assert os.path.getsize(path) > 10_000
