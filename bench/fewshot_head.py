@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import keras
 import numpy as np
@@ -35,18 +34,9 @@ from sdis_tf import layers
 from sdis_tf.solvers import svm_lambda_max
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
+from _timing import best_time
 
 WAYS, SHOTS, QUERIES = 5, 5, 15
-
-
-def best_time(fn, repeats):
-    fn()  # trace / compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_cell(name, backbone, side, T, repeats, rng):
@@ -69,11 +59,11 @@ def bench_cell(name, backbone, side, T, repeats, rng):
     query_labels = tf.constant(np.tile(np.repeat(np.arange(WAYS), QUERIES), (T, 1)), tf.int32)
     row = dict(backbone=name, side=side, T=T, m=m)
     row["backbone_s"] = best_time(lambda: [g.numpy() for g in backbone_step(images, probe)],
-                                  repeats)
+                                  repeats, warmup=True)
 
     onehot = tf.one_hot(labels, WAYS)
     lambda_max = tf.function(lambda support: svm_lambda_max(support, onehot))
-    row["lambda_max_s"] = best_time(lambda: lambda_max(support).numpy(), repeats)
+    row["lambda_max_s"] = best_time(lambda: lambda_max(support).numpy(), repeats, warmup=True)
     for head_name, head in (("sparse", layers.SparseSVMHead(WAYS, 0.1)),
                             ("dense", layers.SparseSVMHead(WAYS, lam1=0.0))):
         head((support, labels, query))
@@ -92,7 +82,7 @@ def bench_cell(name, backbone, side, T, repeats, rng):
 
         _, used, iterations = head_step(support, query)
         row[f"{head_name}_s"] = best_time(
-            lambda: [g.numpy() for g in head_step(support, query)[0]], repeats)
+            lambda: [g.numpy() for g in head_step(support, query)[0]], repeats, warmup=True)
         row[f"{head_name}_share"] = row[f"{head_name}_s"] / row["backbone_s"]
         row[f"{head_name}_features_used"] = float(used)
         row[f"{head_name}_iterations"] = float(np.mean(iterations.numpy()))

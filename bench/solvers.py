@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import time
 import warnings
 
 import numpy as np
@@ -29,6 +28,7 @@ from sklearn.linear_model import Lasso, MultiTaskLasso
 from sdis_tf import implicit, solvers
 
 from sdis_tf.solvers import lasso_op
+from _timing import best_time
 
 try:
     import skglm
@@ -36,15 +36,6 @@ except ImportError:  # optional
     skglm = None
 
 BACKENDS = ("xla", "op") if lasso_op.op_available() else ("xla",)
-
-
-def best_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def loop_solve(estimator, X, Y, lam):

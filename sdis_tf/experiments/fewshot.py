@@ -45,7 +45,7 @@ from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
 from sdis_tf.train import distribute, loop, meta, progress
 from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir, save_figure
 
 METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
 BACKBONES = ("small_conv", "resnet12")
@@ -356,10 +356,7 @@ def plot(results: list[dict], path: str) -> None:
     if right.get_legend_handles_labels()[0]:
         right.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=110)
 
 
 def run(config, workdir: str) -> str:

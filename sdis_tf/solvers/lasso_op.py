@@ -37,6 +37,7 @@ _FLOAT_DTYPES = (tf.float32, tf.float64)
 _state = {"tried": False, "module": None}
 
 
+@tf.autograph.experimental.do_not_convert  # file loading, never graph code
 def _build_module():
     """custom_ops/build.py as a module (it is a script outside the package)."""
     if not _BUILD_SCRIPT.exists():
@@ -47,6 +48,7 @@ def _build_module():
     return module
 
 
+@tf.autograph.experimental.do_not_convert
 def _load(retry=False):
     """The loaded op module, or None (with one warning) if the library is unavailable.
 
