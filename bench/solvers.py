@@ -129,10 +129,12 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small grid (smoke test)")
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--T", type=int, nargs="+", default=[8, 64, 512], help="batch sizes")
+    parser.add_argument("--m", type=int, nargs="+", default=[6, 64, 640], help="feature counts")
     parser.add_argument("--out", default="bench/results/solvers")
     args = parser.parse_args()
     grid = [(8, 6, 1)] if args.quick else [
-        (T, m, k) for T in (8, 64, 512) for m in (6, 64, 640) for k in (1, 5)]
+        (T, m, k) for T in args.T for m in args.m for k in (1, 5)]
     rng = np.random.default_rng(0)
     rows = []
     for T, m, k in grid:
