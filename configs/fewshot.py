@@ -5,6 +5,9 @@
     python main.py --config=configs/fewshot.py:cpu --workdir=runs/fewshot_cpu
     # the same, a few minutes (smoke run):
     python main.py --config=configs/fewshot.py:quick --workdir=/tmp/fewshot_quick
+    # Omniglot (background / evaluation split, rotations), small conv, CPU (not yet run):
+    python main.py --config=configs/fewshot.py:omniglot \
+        --config.data.root=../shared/data/omniglot --workdir=runs/fewshot_omniglot
     # miniImageNet, ResNet-12, MetaOptNet's recipe (GPU; files from MetaOptNet's README):
     python main.py --config=configs/fewshot.py --config.data.root=/data/miniImageNet \
         --workdir=runs/fewshot_mini
@@ -24,7 +27,7 @@ import ml_collections
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
     """Presets: "" (miniImageNet, GPU), "cpu" (procedural set, <= 45 min target), "quick",
-    "tiny" (tests)."""
+    "tiny" (tests), "omniglot" (needs config.data.root)."""
     config = ml_collections.ConfigDict()
     config.experiment = "fewshot"
     config.seed = 0
@@ -32,7 +35,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.methods = ("sparse_svm", "dense_svm", "ridge", "proto")
     config.data = ml_collections.ConfigDict(dict(
         dataset="miniImageNet", root="", images_per_class=60, image_size=84, ways=5,
-        train_shots=15, test_shots=5, train_queries=6, test_queries=15))
+        train_shots=15, test_shots=5, train_queries=6, test_queries=15, rotations=False))
     config.model = ml_collections.ConfigDict(dict(
         name="resnet12", channels=(64, 160, 320, 640), drop_rate=0.1, dropblock_size=5,
         ramp_steps=20_000))
@@ -52,6 +55,20 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.log_every_seconds = 30.0
 
+    if preset == "omniglot":
+        # Omniglot background (train / 164 validation classes) vs evaluation (test) set,
+        # 28x28, rotation augmentation; 5-way 1-shot test episodes (docs/omniglot.md).
+        config.methods = ("sparse_svm", "dense_svm", "proto")
+        config.data.update(dataset="omniglot", image_size=28, train_shots=1, test_shots=1,
+                           train_queries=5, test_queries=15, rotations=True)
+        config.model.update(name="small_conv", channels=(64, 64, 64, 64))
+        config.heads.sparse_svm.update(eps=(0.02, 0.05), tol=1e-3)
+        config.heads.dense_svm.tol = 1e-3
+        config.optimizer.update(learning_rate=0.05, boundaries_epochs=(8, 9),
+                                factors=(1.0, 0.1, 0.01))
+        config.train.update(epochs=10, steps_per_epoch=100, episodes_per_batch=8)
+        config.eval.update(val_episodes=200, test_episodes=1000, batch_episodes=20)
+        config.checkpoint_every_steps = 100
     if preset in ("cpu", "quick", "tiny"):
         config.methods = ("sparse_svm", "dense_svm")
         config.data.update(dataset="procedural", image_size=32, images_per_class=40,
@@ -82,6 +99,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         config.eval.update(val_episodes=4, test_episodes=6, batch_episodes=4)
         config.checkpoint_every_steps = 2
         config.log_every_seconds = 0.0
-    elif preset not in ("", "cpu", "quick"):
-        raise ValueError(f"unknown preset {preset!r}; allowed: '', 'cpu', 'quick', 'tiny'")
+    elif preset not in ("", "cpu", "quick", "omniglot"):
+        raise ValueError(f"unknown preset {preset!r}; allowed: '', 'cpu', 'quick', 'tiny', "
+                         "'omniglot'")
     return config

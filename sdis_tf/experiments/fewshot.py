@@ -40,7 +40,7 @@ from absl import logging
 
 from sdis_tf import config_schema as cs
 from sdis_tf import layers
-from sdis_tf.data import fewshot
+from sdis_tf.data import fewshot, omniglot
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
 from sdis_tf.train import distribute, loop, meta, progress
@@ -63,6 +63,9 @@ class _Text(cs.Spec):
             f"has type {type(value).__name__}; allowed: {self.allowed()}"
 
 
+DATASETS = fewshot.DATASETS + ("omniglot",)
+"""`data.dataset` choices: the MetaOptNet formats, the procedural set and Omniglot."""
+
 _SVM = {"lam2": cs.POSITIVE, "smoothing": cs.NONNEGATIVE, "tol": cs.POSITIVE,
         "max_iter": cs.COUNT}
 SCHEMA = {
@@ -71,7 +74,7 @@ SCHEMA = {
     "distribute": cs.Choice(*distribute.STRATEGIES),
     "methods": cs.Tuple(cs.Choice(*METHODS), unique=True),
     "data": {
-        "dataset": cs.Choice(*fewshot.DATASETS),
+        "dataset": cs.Choice(*DATASETS),
         "root": _Text(),
         "images_per_class": cs.COUNT,
         "image_size": cs.Int(min=8, max=512),
@@ -80,6 +83,7 @@ SCHEMA = {
         "test_shots": cs.COUNT,
         "train_queries": cs.COUNT,
         "test_queries": cs.COUNT,
+        "rotations": cs.Bool(),
     },
     "model": {
         "name": cs.Choice(*BACKBONES),
@@ -133,6 +137,10 @@ def _cross_field(config: dict) -> list[str]:
     if side is not None and data["image_size"] != side:
         problems.append(f"config.data.image_size = {data['image_size']} but {data['dataset']} "
                         f"images are {side}x{side}; set config.data.image_size={side}")
+    if data["rotations"] and data["dataset"] != "omniglot":
+        problems.append("config.data.rotations is Omniglot's augmentation (each character "
+                        "rotated by 90, 180, 270 degrees is a new training class); allowed "
+                        f"only with dataset 'omniglot', got {data['dataset']!r}")
     if model["name"] == "resnet12" and len(model["channels"]) != 4:
         problems.append("config.model.channels must have 4 widths for resnet12")
     return problems
@@ -196,11 +204,18 @@ def confidence_interval(accuracies) -> tuple[float, float]:
 
 @functools.lru_cache(maxsize=6)
 def load_data(dataset: str, root: str, split: str, images_per_class: int, image_size: int,
-              seed: int) -> fewshot.FewShotSplit:
-    """A split of the configured dataset (procedural splits are rendered once per process)."""
+              seed: int, rotations: bool = False) -> fewshot.FewShotSplit:
+    """A split of the configured dataset (procedural splits are rendered once per process).
+
+    Omniglot: train / val are disjoint class pools of the background set (`seed` draws
+    them), test is the evaluation set; `rotations` augments the training classes only.
+    """
     if dataset == "procedural":
         return fewshot.procedural_split(split, images_per_class=images_per_class,
                                         image_size=image_size, seed=seed)
+    if dataset == "omniglot":
+        return omniglot.fewshot_split(root, split, size=image_size, pool_seed=seed,
+                                      rotations=rotations and split == "train")
     return fewshot.load_split(dataset, root, split)
 
 
@@ -211,7 +226,8 @@ class _Experiment:
         self.config = config
         data, train, seed = config["data"], config["train"], config["seed"]
         split = lambda name: load_data(data["dataset"], data["root"], name,
-                                       data["images_per_class"], data["image_size"], seed)
+                                       data["images_per_class"], data["image_size"], seed,
+                                       data["rotations"])
         ways = data["ways"]
         self.train_sampler = fewshot.EpisodeSampler(
             split("train"), ways, data["train_shots"], data["train_queries"], seed=seed,

@@ -160,3 +160,28 @@ def test_plot_draws_the_fig5_layout(tmp_path):
     path = str(tmp_path / "fig5.png")
     fewshot.plot(results, path)
     assert os.path.getsize(path) > 10_000
+
+
+OMNIGLOT = os.path.join(ROOT, "..", "shared", "data", "omniglot")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(OMNIGLOT, "images_background.npz")),
+                    reason="real Omniglot not found at ../shared/data/omniglot")
+def test_omniglot_run_trains_on_background_and_tests_on_evaluation(tmp_path):
+    config = _config("tiny")
+    config.data.update(dataset="omniglot", root=OMNIGLOT, image_size=14, rotations=True)
+    config.methods = ("proto",)
+    table = experiments.run(config, str(tmp_path))
+    with open(tmp_path / "result.json") as f:
+        result = json.load(f)["results"][0]
+    assert result["run"] == "proto" and 0.0 <= result["test/accuracy"] <= 1.0
+    assert "proto" in table and "eval/accuracy" in _records(str(tmp_path), "proto")[-1]
+    train = fewshot.load_data("omniglot", OMNIGLOT, "train", 0, 14, 0, True)
+    val = fewshot.load_data("omniglot", OMNIGLOT, "val", 0, 14, 0)
+    test = fewshot.load_data("omniglot", OMNIGLOT, "test", 0, 14, 0)
+    # 964 background classes = 800 training (x 4 rotations) + 164 validation; 659 test.
+    assert (len(np.unique(train.labels)), len(np.unique(val.labels)),
+            len(np.unique(test.labels))) == (3200, 164, 659)
+    config.data.dataset = "procedural"
+    with pytest.raises(config_schema.ConfigError, match="config.data.rotations"):
+        experiments.run(config, str(tmp_path / "bad"))
