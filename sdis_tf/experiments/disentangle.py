@@ -68,7 +68,7 @@ from sdis_tf.models.conv4 import Conv4Encoder
 from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
 from sdis_tf.train import bilevel, distribute, loop
 from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir
+from sdis_tf.train.rundir import CHECKPOINTS, open_run
 
 METHODS = ("lasso", "ridge", "none", "outer_lasso", "outer_ridge")
 CORRELATIONS = ("harder_gauss", "gauss", "uniform")
@@ -401,10 +401,7 @@ def run(config, workdir: str) -> str:
     problems = data_problems(config, source)
     if problems:
         raise cs.ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    strategy = distribute.create_strategy(config["distribute"])
-    chief = distribute.is_chief(strategy)
-    rundir = RunDir(workdir, chief=chief)
-    rundir.write_config(config)
+    strategy, chief, rundir = open_run(config, workdir)
     stored = rundir.result()
     if stored is not None:
         logging.info("finished run found in %s: not redone", workdir)

@@ -45,7 +45,7 @@ from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
 from sdis_tf.train import distribute, loop, meta, progress
 from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir, save_figure
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir, open_run, save_figure
 
 METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
 BACKBONES = ("small_conv", "resnet12")
@@ -378,10 +378,7 @@ def plot(results: list[dict], path: str) -> None:
 def run(config, workdir: str) -> str:
     """Runs every head of `config.methods` (and every sparse eps); returns the results table."""
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    strategy = distribute.create_strategy(config["distribute"])
-    chief = distribute.is_chief(strategy)
-    top = RunDir(workdir, chief=chief)
-    top.write_config(config)
+    strategy, chief, top = open_run(config, workdir)
     results = [train_and_evaluate(config, name, method, eps, os.path.join(workdir, name),
                                   strategy)
                for name, method, eps in run_names(config)]

@@ -36,7 +36,7 @@ from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.models.mlp import ACTIVATIONS, MLPEncoder
 from sdis_tf.train import bilevel, distribute, loop, progress
 from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir, save_figure
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir, open_run, save_figure
 
 METHODS = ("lasso", "ridge")
 
@@ -251,10 +251,7 @@ def plot(results: list[dict], histories: list[list[dict]], path: str) -> None:
 def run(config, workdir: str) -> str:
     """Runs every method of `config.methods`; returns the results table."""
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    strategy = distribute.create_strategy(config["distribute"])
-    chief = distribute.is_chief(strategy)
-    top = RunDir(workdir, chief=chief)
-    top.write_config(config)
+    strategy, chief, top = open_run(config, workdir)
     results, histories = [], []
     for method in config["methods"]:
         sub = os.path.join(workdir, method)

@@ -22,6 +22,8 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
+from sdis_tf.train import distribute
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
@@ -66,6 +68,19 @@ def save_figure(fig, path: str, dpi: int = 100) -> str:
     finally:
         plt.close(fig)
     return path
+
+
+def open_run(config: Mapping, workdir: str):
+    """The start of every experiment's `run`: (strategy, chief, RunDir with config.json written).
+
+    The `tf.distribute` strategy comes from `config["distribute"]`; only the chief
+    writes into `workdir`.
+    """
+    strategy = distribute.create_strategy(config["distribute"])
+    chief = distribute.is_chief(strategy)
+    rundir = RunDir(workdir, chief=chief)
+    rundir.write_config(config)
+    return strategy, chief, rundir
 
 
 def _json_value(value: Any) -> Any:
