@@ -5,9 +5,7 @@
     python main.py --config=configs/fewshot.py:cpu --workdir=runs/fewshot_cpu
     # the same, a few minutes (smoke run):
     python main.py --config=configs/fewshot.py:quick --workdir=/tmp/fewshot_quick
-    # Omniglot (background / evaluation split, rotations), small conv, CPU (not yet run):
-    python main.py --config=configs/fewshot.py:omniglot \
-        --config.data.root=../shared/data/omniglot --workdir=runs/fewshot_omniglot
+    # Omniglot and Lake's one-shot benchmark: configs/fewshot_omniglot.py
     # miniImageNet, ResNet-12, MetaOptNet's recipe (GPU; files from MetaOptNet's README):
     python main.py --config=configs/fewshot.py --config.data.root=/data/miniImageNet \
         --workdir=runs/fewshot_mini
@@ -17,7 +15,8 @@ DropBlock 5, no global pooling), 5-way 15-shot training episodes with 6 queries
 per class, 8 episodes per step, 60 epochs of 1000 steps, SGD Nesterov lr 0.1
 with factors 1 / 0.06 / 0.012 / 0.0024 from epochs 0 / 20 / 40 / 50, weight
 decay 5e-4, label smoothing 0.1; validation on 2000 5-way 5-shot 15-query
-episodes every epoch, test on 1000. `--config.data.test_shots=1` for 1-shot.
+episodes every epoch, test on 1000 episodes each of 5-way 1-shot and 5-shot
+(`eval.settings`).
 CIFAR-FS / FC100: --config.data.dataset=CIFAR-FS --config.data.image_size=32
 --config.model.dropblock_size=2.
 """
@@ -27,7 +26,7 @@ import ml_collections
 
 def get_config(preset: str = "") -> ml_collections.ConfigDict:
     """Presets: "" (miniImageNet, GPU), "cpu" (procedural set, <= 45 min target), "quick",
-    "tiny" (tests), "omniglot" (needs config.data.root)."""
+    "tiny" (tests)."""
     config = ml_collections.ConfigDict()
     config.experiment = "fewshot"
     config.seed = 0
@@ -35,7 +34,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.methods = ("sparse_svm", "dense_svm", "ridge", "proto")
     config.data = ml_collections.ConfigDict(dict(
         dataset="miniImageNet", root="", images_per_class=60, image_size=84, ways=5,
-        train_shots=15, test_shots=5, train_queries=6, test_queries=15, rotations=False))
+        train_shots=15, test_shots=5, train_queries=6, test_queries=15, rotations=False,
+        lake_runs=""))
     config.model = ml_collections.ConfigDict(dict(
         name="resnet12", channels=(64, 160, 320, 640), drop_rate=0.1, dropblock_size=5,
         ramp_steps=20_000))
@@ -51,24 +51,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         epochs=60, steps_per_epoch=1000, episodes_per_batch=8, label_smoothing=0.1,
         jit_compile=False))
     config.eval = ml_collections.ConfigDict(dict(
-        val_episodes=2000, test_episodes=1000, batch_episodes=8))
+        val_episodes=2000, test_episodes=1000, batch_episodes=8, settings=("5w1s", "5w5s")))
     config.checkpoint_every_steps = 500
     config.log_every_seconds = 30.0
 
-    if preset == "omniglot":
-        # Omniglot background (train / 164 validation classes) vs evaluation (test) set,
-        # 28x28, rotation augmentation; 5-way 1-shot test episodes (docs/omniglot.md).
-        config.methods = ("sparse_svm", "dense_svm", "proto")
-        config.data.update(dataset="omniglot", image_size=28, train_shots=1, test_shots=1,
-                           train_queries=5, test_queries=15, rotations=True)
-        config.model.update(name="small_conv", channels=(64, 64, 64, 64))
-        config.heads.sparse_svm.update(eps=(0.02, 0.05), tol=1e-3)
-        config.heads.dense_svm.tol = 1e-3
-        config.optimizer.update(learning_rate=0.05, boundaries_epochs=(8, 9),
-                                factors=(1.0, 0.1, 0.01))
-        config.train.update(epochs=10, steps_per_epoch=100, episodes_per_batch=8)
-        config.eval.update(val_episodes=200, test_episodes=1000, batch_episodes=20)
-        config.checkpoint_every_steps = 100
     if preset in ("cpu", "quick", "tiny"):
         config.methods = ("sparse_svm", "dense_svm")
         config.data.update(dataset="procedural", image_size=32, images_per_class=40,
@@ -81,7 +67,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         config.optimizer.update(learning_rate=0.05, boundaries_epochs=(3, 4),
                                 factors=(1.0, 0.1, 0.01))
         config.train.update(epochs=5, steps_per_epoch=40, episodes_per_batch=4)
-        config.eval.update(val_episodes=200, test_episodes=1000, batch_episodes=20)
+        config.eval.update(val_episodes=200, test_episodes=1000, batch_episodes=20,
+                           settings=("5w5s",))
         config.checkpoint_every_steps = 40
     if preset == "quick":
         config.heads.sparse_svm.eps = (0.05,)
@@ -96,10 +83,9 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         config.model.channels = (4, 4)
         config.train.update(epochs=2, steps_per_epoch=2, episodes_per_batch=2)
         config.optimizer.update(boundaries_epochs=(1,), factors=(1.0, 0.1))
-        config.eval.update(val_episodes=4, test_episodes=6, batch_episodes=4)
+        config.eval.update(val_episodes=4, test_episodes=6, batch_episodes=4, settings=("3w1s", "2w1s"))
         config.checkpoint_every_steps = 2
         config.log_every_seconds = 0.0
-    elif preset not in ("", "cpu", "quick", "omniglot"):
-        raise ValueError(f"unknown preset {preset!r}; allowed: '', 'cpu', 'quick', 'tiny', "
-                         "'omniglot'")
+    elif preset not in ("", "cpu", "quick"):
+        raise ValueError(f"unknown preset {preset!r}; allowed: '', 'cpu', 'quick', 'tiny'")
     return config

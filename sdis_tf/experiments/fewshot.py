@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -50,6 +51,28 @@ from sdis_tf.train.rundir import CHECKPOINTS, RunDir, open_run, save_figure
 METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
 BACKBONES = ("small_conv", "resnet12")
 _TRAIN_STREAM, _VAL_STREAM, _TEST_STREAM = range(3)
+
+
+class _Setting(cs.Spec):
+    """A test setting "<ways>w<shots>s", e.g. "5w1s" (ways >= 2, shots >= 1)."""
+
+    def allowed(self) -> str:
+        return 'a string "<ways>w<shots>s" with ways >= 2 and shots >= 1, e.g. "5w1s", "20w5s"'
+
+    def problem(self, value):
+        match = isinstance(value, str) and _SETTING.fullmatch(value)
+        if not match or int(match[1]) < 2 or int(match[2]) < 1:
+            return f"is not a setting; allowed: {self.allowed()}"
+        return None
+
+
+_SETTING = re.compile(r"(\d+)w(\d+)s")
+
+
+def parse_setting(setting: str) -> tuple[int, int]:
+    """"20w5s" -> (20, 5): (ways, shots)."""
+    ways, shots = _SETTING.fullmatch(setting).groups()
+    return int(ways), int(shots)
 
 
 class _Text(cs.Spec):
@@ -84,6 +107,7 @@ SCHEMA = {
         "train_queries": cs.COUNT,
         "test_queries": cs.COUNT,
         "rotations": cs.Bool(),
+        "lake_runs": _Text(),
     },
     "model": {
         "name": cs.Choice(*BACKBONES),
@@ -113,7 +137,8 @@ SCHEMA = {
         "label_smoothing": cs.Float(min=0.0, max=1.0, max_open=True),
         "jit_compile": cs.Bool(),
     },
-    "eval": {"val_episodes": cs.COUNT, "test_episodes": cs.COUNT, "batch_episodes": cs.COUNT},
+    "eval": {"val_episodes": cs.COUNT, "test_episodes": cs.COUNT, "batch_episodes": cs.COUNT,
+             "settings": cs.Tuple(_Setting(), unique=True)},
     "checkpoint_every_steps": cs.COUNT,
     "log_every_seconds": cs.NONNEGATIVE,
 }
@@ -141,6 +166,9 @@ def _cross_field(config: dict) -> list[str]:
         problems.append("config.data.rotations is Omniglot's augmentation (each character "
                         "rotated by 90, 180, 270 degrees is a new training class); allowed "
                         f"only with dataset 'omniglot', got {data['dataset']!r}")
+    if data["lake_runs"] and data["dataset"] != "omniglot":
+        problems.append("config.data.lake_runs is Omniglot's one-shot benchmark (all_runs.zip); "
+                        f"allowed only with dataset 'omniglot', got {data['dataset']!r}")
     if model["name"] == "resnet12" and len(model["channels"]) != 4:
         problems.append("config.model.channels must have 4 widths for resnet12")
     return problems
@@ -232,18 +260,23 @@ class _Experiment:
         self.train_sampler = fewshot.EpisodeSampler(
             split("train"), ways, data["train_shots"], data["train_queries"], seed=seed,
             stream=_TRAIN_STREAM)
-        self.samplers = {
-            name: fewshot.EpisodeSampler(split(name), ways, data["test_shots"],
-                                         data["test_queries"], seed=seed, stream=stream)
-            for name, stream in (("val", _VAL_STREAM), ("test", _TEST_STREAM))}
+        self.val_sampler = fewshot.EpisodeSampler(
+            split("val"), ways, data["test_shots"], data["test_queries"], seed=seed,
+            stream=_VAL_STREAM)
+        self.test_samplers = {
+            setting: fewshot.EpisodeSampler(split("test"), *parse_setting(setting),
+                                            data["test_queries"], seed=seed, stream=stream)
+            for stream, setting in enumerate(config["eval"]["settings"], _TEST_STREAM)}
+        self.lake = (omniglot.lake_episodes(omniglot.lake_runs(data["lake_runs"],
+                                                               data["image_size"]))
+                     if data["lake_runs"] else None)
         image_shape = self.train_sampler.data.images.shape[1:]
         keras.utils.set_random_seed(seed)
         with strategy.scope():
             self.backbone = make_backbone(config["model"], seed)
-            m = self.backbone(tf.zeros([1, *image_shape]), training=False).shape[-1]
-            self.head = make_head(method, eps, config, ways)
-            self.head((tf.zeros([1, ways, m]), tf.zeros([1, ways], tf.int32),
-                       tf.zeros([1, 1, m])))
+            self.num_features = self.backbone(tf.zeros([1, *image_shape]),
+                                              training=False).shape[-1]
+            self.head = self._build_head(make_head(method, eps, config, ways))
             opt = config["optimizer"]
             self.optimizer = keras.optimizers.SGD(
                 learning_rate(opt, train["steps_per_epoch"]), momentum=opt["momentum"],
@@ -254,33 +287,75 @@ class _Experiment:
                 num_episodes=train["episodes_per_batch"], weight_decay=opt["weight_decay"],
                 label_smoothing=train["label_smoothing"], jit_compile=train["jit_compile"])
             self.optimizer.build(self.trainer.variables)
-        self._metrics = tf.function(functools.partial(meta.episode_metrics, self.backbone,
-                                                      self.head))
+        self._metrics = {}
 
-    def episodes(self, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """(accuracy [count], used [count, m]) on the first `count` episodes of `split`."""
+    def _build_head(self, head: keras.layers.Layer) -> keras.layers.Layer:
+        ways, m = head.num_ways, self.num_features
+        head((tf.zeros([1, ways, m]), tf.zeros([1, ways], tf.int32), tf.zeros([1, 1, m])))
+        return head
+
+    def head_for(self, ways: int) -> keras.layers.Layer:
+        """The head for `ways`-way episodes: the trained head, or its config with `num_ways`
+        changed, sharing its weights (the logit scale) as they are now."""
+        if ways == self.head.num_ways:
+            return self.head
+        head = self._build_head(type(self.head).from_config(
+            {**self.head.get_config(), "num_ways": ways}))
+        for copy, trained in zip(head.weights, self.head.weights):
+            copy.assign(trained)
+        return head
+
+    def metrics_fn(self, ways: int):
+        """`meta.episode_metrics` for `ways`-way episodes (built and compiled on first use)."""
+        if ways not in self._metrics:
+            self._metrics[ways] = tf.function(
+                functools.partial(meta.episode_metrics, self.backbone, self.head_for(ways)))
+        return self._metrics[ways]
+
+    def episodes(self, sampler: fewshot.EpisodeSampler,
+                 count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(accuracy [count], used [count, m]) on the first `count` episodes of `sampler`."""
         size = self.config["eval"]["batch_episodes"]
+        metrics = self.metrics_fn(sampler.ways)
         accuracies, used = [], []
         for index in range(math.ceil(count / size)):
-            batch = self.samplers[split].sample(index, min(size, count - index * size))
-            accuracy, batch_used = self._metrics(meta.EpisodeBatch(*map(tf.constant, batch)))
+            batch = sampler.sample(index, min(size, count - index * size))
+            accuracy, batch_used = metrics(meta.EpisodeBatch(*map(tf.constant, batch)))
             accuracies.append(accuracy.numpy())
             used.append(batch_used.numpy())
         return np.concatenate(accuracies), np.concatenate(used)
 
     def evaluate(self):
-        accuracy, used = self.episodes("val", self.config["eval"]["val_episodes"])
+        accuracy, used = self.episodes(self.val_sampler, self.config["eval"]["val_episodes"])
         mean, ci = confidence_interval(accuracy)
         return {"accuracy": mean, "ci95": ci, "features_used": float(used.mean())}, {}
 
     def test(self) -> dict:
-        accuracy, used = self.episodes("test", self.config["eval"]["test_episodes"])
-        mean, ci = confidence_interval(accuracy)
-        return {"test/accuracy": mean, "test/ci95": ci, "test/episodes": len(accuracy),
-                "test/features_used": float(used.mean()),
-                "test/features_used_std": float(used.mean(axis=1).std()),
-                "num_features": int(used.shape[1]),
-                "feature_usage": np.sort(used.mean(axis=0))[::-1].round(4).tolist()}
+        """Test metrics of every setting (see the module docstring) and Lake's runs."""
+        result = {"settings": list(self.test_samplers), "num_features": self.num_features}
+        for setting, sampler in self.test_samplers.items():
+            accuracy, used = self.episodes(sampler, self.config["eval"]["test_episodes"])
+            mean, ci = confidence_interval(accuracy)
+            result.update({f"test/{setting}/accuracy": mean, f"test/{setting}/ci95": ci,
+                           f"test/{setting}/episodes": len(accuracy),
+                           f"test/{setting}/features_used": float(used.mean()),
+                           f"test/{setting}/features_used_std": float(used.mean(axis=1).std())})
+            if "feature_usage" not in result:
+                result["feature_usage"] = np.sort(used.mean(axis=0))[::-1].round(4).tolist()
+        if self.lake is not None:
+            accuracy, used = self.metrics_fn(self.lake.support_labels.shape[1])(
+                meta.EpisodeBatch(*map(tf.constant, self.lake)))
+            errors = 100.0 * (1.0 - accuracy.numpy())
+            result.update({"lake/error": float(errors.mean()),
+                           "lake/error_std": float(errors.std()),
+                           "lake/runs_error": errors.round(2).tolist(),
+                           "lake/features_used": float(used.numpy().mean())})
+        return result
+
+
+def primary(result: dict, key: str):
+    """`test/<first setting>/<key>` of a run's result (the setting of the figure)."""
+    return result[f"test/{result['settings'][0]}/{key}"]
 
 
 def train_and_evaluate(config: dict, name: str, method: str, eps, workdir: str,
@@ -312,13 +387,22 @@ def train_and_evaluate(config: dict, name: str, method: str, eps, workdir: str,
 
 
 def format_table(results: list[dict]) -> str:
-    """Run, test accuracy +- 95% CI (in %), features used, episodes, run time."""
-    lines = [f"{'run':<20} {'test accuracy (%)':>18} {'features used':>14} {'episodes':>9} "
-             f"{'time':>8}"]
+    """One row per run: test accuracy +- 95% CI (%) and features used (%) per setting,
+    Lake's error (%) when measured, and the run time."""
+    settings = results[0]["settings"] if results else []
+    lake = any("lake/error" in r for r in results)
+    header = [f"{'run':<20}"] + [f"{s + ' acc (%)':>16} {'used':>6}" for s in settings]
+    header += [f"{'Lake err (%)':>12}"] * lake + [f"{'time':>8}"]
+    lines = [" ".join(header)]
     for r in results:
-        accuracy = f"{100 * r['test/accuracy']:.2f} +- {100 * r['test/ci95']:.2f}"
-        lines.append(f"{r['run']:<20} {accuracy:>18} {100 * r['test/features_used']:>13.1f}% "
-                     f"{r['test/episodes']:>9} {progress.format_duration(r['elapsed']):>8}")
+        row = [f"{r['run']:<20}"]
+        for s in settings:
+            accuracy = f"{100 * r[f'test/{s}/accuracy']:.2f} +- {100 * r[f'test/{s}/ci95']:.2f}"
+            row.append(f"{accuracy:>16} {100 * r[f'test/{s}/features_used']:>5.1f}%")
+        if lake:
+            row.append(f"{r.get('lake/error', float('nan')):>12.2f}")
+        row.append(f"{progress.format_duration(r['elapsed']):>8}")
+        lines.append(" ".join(row))
     return "\n".join(lines)
 
 
@@ -354,18 +438,18 @@ def plot(results: list[dict], path: str) -> None:
              ylabel="test tasks using the feature (%)", title="feature usage across tasks")
     if svm:
         left.legend(fontsize=8)
-        right.errorbar([100 * r["test/features_used"] for r in svm],
-                       [100 * r["test/accuracy"] for r in svm],
-                       yerr=[100 * r["test/ci95"] for r in svm], marker="o", capsize=3,
+        right.errorbar([100 * primary(r, "features_used") for r in svm],
+                       [100 * primary(r, "accuracy") for r in svm],
+                       yerr=[100 * primary(r, "ci95") for r in svm], marker="o", capsize=3,
                        label="group-Lasso SVM")
         for r in svm:
-            right.annotate(f"{r['eps'] or 0:g}", (100 * r["test/features_used"],
-                                                   100 * r["test/accuracy"]),
+            right.annotate(f"{r['eps'] or 0:g}", (100 * primary(r, "features_used"),
+                                                   100 * primary(r, "accuracy")),
                            textcoords="offset points", xytext=(4, -10), fontsize=7)
     for r in results:
         if r["method"] in ("ridge", "proto"):
-            right.errorbar([100 * r["test/features_used"]], [100 * r["test/accuracy"]],
-                           yerr=[100 * r["test/ci95"]], marker="s", capsize=3,
+            right.errorbar([100 * primary(r, "features_used")], [100 * primary(r, "accuracy")],
+                           yerr=[100 * primary(r, "ci95")], marker="s", capsize=3,
                            linestyle="none", label=r["method"])
     right.set(xlabel="features used per task (%, mean over test tasks)",
               ylabel="test accuracy (%)", title="accuracy vs sparsity (labels: lam1/lam_max)")

@@ -33,14 +33,17 @@ class MLPEncoder(keras.Model):
                              f"Received: activation={activation!r}")
         self.num_latents, self.hidden = num_latents, tuple(hidden)
         self.activation, self.momentum = activation, momentum
-        self.dense = [keras.layers.Dense(width, activation=activation) for width in self.hidden]
-        self.dense.append(keras.layers.Dense(num_latents, use_bias=False))
+        # Layers are attributes, not list items: tf.train.Checkpoint does not follow
+        # Keras 3 lists.
+        for i, width in enumerate(self.hidden):
+            setattr(self, f"dense{i}", keras.layers.Dense(width, activation=activation))
+        self.out = keras.layers.Dense(num_latents, use_bias=False)
         self.norm = TaskBatchNorm(momentum=momentum)
 
     def call(self, x, training=None):
-        for layer in self.dense:
-            x = layer(x)
-        return self.norm(x, training=training)
+        for i in range(len(self.hidden)):
+            x = getattr(self, f"dense{i}")(x)
+        return self.norm(self.out(x), training=training)
 
     def get_config(self):
         return {**super().get_config(), "num_latents": self.num_latents, "hidden": self.hidden,

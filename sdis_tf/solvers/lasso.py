@@ -442,3 +442,26 @@ def support_hessian_matvec(W3, X, lam):
         radial = tf.reduce_sum(unit * V_support, axis=-1, keepdims=True) * unit
         return mask * (smooth + curvature_scale * (V_support - radial)) + (1 - mask) * V
     return matvec
+
+
+def support_hessian_block_inverse(W3, X, lam):
+    """R -> B^{-1} R, B the k x k diagonal blocks of `support_hessian_matvec`'s operator.
+
+    On a support group j, B_j = g_j I + c_j (I - u_j u_j^T) with g_j = ||X_j||^2 / n,
+    c_j = lam / ||W_j||, u_j = W_j / ||W_j||, so
+    B_j^{-1} = (I - u_j u_j^T) / (g_j + c_j) + u_j u_j^T / g_j; off the support B_j = I.
+    (k = 1: B_j = g_j.) The block-Jacobi preconditioner of the backward CG.
+    """
+    n = _batch.num_samples(X)
+    norms = safe_norm(W3, axis=-1, keepdims=True)                      # [T, m, 1]
+    mask = tf.cast(norms > 0, W3.dtype)
+    unit = W3 * tf.math.divide_no_nan(mask, norms)
+    g = (tf.reduce_sum(tf.square(X), axis=1) / n)[..., None]            # [T, m, 1]
+    c = tf.math.divide_no_nan(lam[:, None, None] * mask, norms)
+
+    def precondition(R):
+        radial = tf.reduce_sum(unit * R, axis=-1, keepdims=True) * unit
+        inverse = (tf.math.divide_no_nan(R - radial, g + c)
+                   + tf.math.divide_no_nan(radial, g))
+        return mask * inverse + (1 - mask) * R
+    return precondition

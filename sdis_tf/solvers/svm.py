@@ -109,13 +109,23 @@ def _dual_gradient(L, p):
     return p.Y - tf.linalg.matmul(p.F, _weights(L, p)) + p.rho / p.lam2 * (L - p.Y)
 
 
-def _lipschitz(p):
-    """(sigma_max(F)^2 + rho) / lam2 per episode [T, 1, 1], from the smaller Gram matrix."""
-    n, m = p.F.shape[1], p.F.shape[2]
+def _small_gram(F):
+    """F^T F [T, m, m] or F F^T [T, n, n], whichever is smaller (same top eigenvalue)."""
+    n, m = F.shape[1], F.shape[2]
     transpose_a = n is not None and m is not None and m < n
-    gram = tf.linalg.matmul(p.F, p.F, transpose_a=transpose_a, transpose_b=not transpose_a)
-    top = tf.reduce_max(tf.linalg.eigvalsh(gram), axis=-1)
+    return tf.linalg.matmul(F, F, transpose_a=transpose_a, transpose_b=not transpose_a)
+
+
+def _lipschitz(p):
+    """(sigma_max(F)^2 + rho) / lam2 per episode [T, 1, 1]."""
+    top = tf.reduce_max(tf.linalg.eigvalsh(_small_gram(p.F)), axis=-1)
     return ((top + p.rho) / p.lam2[:, 0, 0])[:, None, None]
+
+
+def _below_wrong_classes(L, Y):
+    """max_{c != y_i} L_ic - 2 per row [T, n, 1]: put on the true class, the simplex
+    projection zeroes it (it zeroes every entry below the row's max - 1)."""
+    return tf.reduce_max(tf.where(Y > 0, tf.cast(-1e30, L.dtype), L), -1, keepdims=True) - 2.0
 
 
 def _wrong_class_uniform(Y):
@@ -225,55 +235,92 @@ def primal_from_dual(L, F, Y, lam1, lam2):
     return tf.transpose(_weights(L, p), [0, 2, 1])
 
 
-def svm_lambda_max(F, Y, *, iterations=2000):
-    r"""Smallest lam1 giving W = 0, per episode -> [T].
+class LambdaMax(NamedTuple):
+    """`svm_lambda_max(..., with_bound=True)`: value [T] (attained, W = 0 there) and
+    lower [T] (a certified lower bound of the exact lambda_max)."""
+
+    value: tf.Tensor
+    lower: tf.Tensor
+
+
+def svm_lambda_max(F, Y, *, rtol=1e-3, max_iter=1000, with_bound=False):
+    r"""Smallest lam1 giving W = 0, per episode -> [T] (or `LambdaMax` with its bound).
 
     W = 0 is optimal iff some dual point L with zero mass on each true class
     (the dual optima at W = 0) has max_j ||(F^T (Y - L))_j||_2 <= lam1, so
 
         lambda_max = min_{L in A} max_j ||(F^T (Y - L))_j||_2,
-        A = {rows of L on the simplex, L_{i y_i} = 0}.
+        A = {rows of L on the simplex, L_{i y_i} = 0}
+                   = min_{L in A} max_{Z in B} <Z, F^T (Y - L)>,
+        B = {Z [m, k] : sum_j ||Z_j||_2 <= 1}
+                   = max_{Z in B} sum_i ((F Z)_{i y_i} - max_{c != y_i} (F Z)_ic)
 
-    This convex problem is solved by projected subgradient descent with
-    diminishing steps from the uniform wrong-class point, keeping the best
-    value. Every value returned is attained by a point of A, so W = 0 holds at
-    lam1 = the returned value (it is an upper bound of the exact minimum,
-    within about 1% after the default iterations; the subgradient method converges
-    slowly, O(1/sqrt(iterations))).
+    (the last line by the minimax theorem, A and B compact and convex). The
+    bilinear saddle point is solved by the primal-dual hybrid gradient method
+    (Chambolle & Pock 2011) with exact projections onto A (row-wise simplex)
+    and B (the group l1 ball: the simplex projection of the group norms).
+    Every L gives an upper bound, every Z a lower bound; the method stops per
+    episode when (upper - lower) <= rtol * upper, or after `max_iter`
+    iterations. The value returned is the best upper bound, attained by a point
+    of A, so W = 0 holds at lam1 = value, and value <= lambda_max / (1 - rtol).
+
+    Args:
+      F: [T, n, m] features. Y: [T, n, k] one-hot labels.
+      rtol: relative gap at which an episode stops.
+      max_iter: iteration budget.
+      with_bound: also return the certified lower bound.
     """
     F = tf.convert_to_tensor(F)
     Y = tf.cast(tf.convert_to_tensor(Y), F.dtype)
-    return _lambda_max_compiled(F, Y, iterations)
+    bounds = LambdaMax(*_lambda_max_compiled(F, Y, tf.constant(rtol, F.dtype),
+                                             tf.constant(max_iter)))
+    return bounds if with_bound else bounds.value
 
 
 @tf.function(jit_compile=True)
-def _lambda_max_compiled(F, Y, iterations):
-    def value_and_subgradient(L):
-        V = tf.linalg.matmul(F, Y - L, transpose_a=True)             # [T, m, k]
-        norms = safe_norm(V, axis=-1)                                 # [T, m]
-        top = tf.argmax(norms, axis=-1)
-        v_top = tf.gather(V, top, batch_dims=1)                       # [T, k]
-        f_top = tf.gather(tf.transpose(F, [0, 2, 1]), top, batch_dims=1)  # [T, n]
-        unit = tf.math.divide_no_nan(v_top, tf.reduce_max(norms, -1, keepdims=True))
-        return tf.reduce_max(norms, axis=-1), -f_top[:, :, None] * unit[:, None, :]
+def _lambda_max_compiled(F, Y, rtol, max_iter):
+    dtype = F.dtype
+    n = tf.cast(tf.shape(F)[1], dtype)
 
-    def project(L):
-        # Force the true class to 0: any entry below max - 1 is zeroed by the projection.
-        low = tf.reduce_max(L, axis=-1, keepdims=True) - 2.0
-        return simplex_projection(tf.where(Y > 0, low, L))
+    def upper(L):                                                     # max_j ||V_j(L)||
+        return tf.reduce_max(safe_norm(tf.linalg.matmul(F, Y - L, transpose_a=True), -1), -1)
 
+    def lower(Z):                                                     # min_{L in A} <Z, V(L)>
+        G = tf.linalg.matmul(F, Z)                                    # [T, n, k]
+        wrong = tf.reduce_max(tf.where(Y > 0, tf.cast(-1e30, dtype), G), -1)
+        return tf.reduce_sum(tf.reduce_sum(G * Y, -1) - wrong, -1)
+
+    def project_a(L):
+        return simplex_projection(tf.where(Y > 0, _below_wrong_classes(L, Y), L))
+
+    def project_b(Z):
+        norms = safe_norm(Z, -1)                                      # [T, m]
+        inside = tf.reduce_sum(norms, -1, keepdims=True) <= 1.0
+        scale = tf.where(inside, tf.ones_like(norms),
+                         tf.math.divide_no_nan(simplex_projection(norms), norms))
+        return Z * scale[..., None]
+
+    # Steps with sigma tau ||F||^2 < 1; their ratio balances the diameters of A (~sqrt(n))
+    # and B (1).
+    norm = tf.sqrt(tf.maximum(tf.reduce_max(tf.linalg.eigvalsh(
+        _small_gram(F)), -1), tf.constant(1e-30, dtype)))[:, None, None]
+    balance = 0.3 / tf.sqrt(n)
+    sigma, tau = 0.99 * balance / norm, 0.99 / (balance * norm)
     L = _wrong_class_uniform(Y)
-    best, _ = value_and_subgradient(L)
+    Z = tf.zeros(tf.stack([tf.shape(F)[0], tf.shape(F)[2], tf.shape(Y)[2]]), dtype)
+    best_upper, best_lower = upper(L), tf.zeros_like(upper(L))
+    unfinished = lambda up, low: tf.reduce_any(up - low > rtol * up)
 
-    def body(i, L, best):
-        value, g = value_and_subgradient(L)
-        step = 0.5 / tf.sqrt(tf.cast(i + 1, F.dtype))   # entries of L live in [0, 1]
-        direction = g / (tf.norm(g, axis=[1, 2], keepdims=True) + 1e-30)
-        return i + 1, project(L - step * direction), tf.minimum(best, value)
+    def body(i, L, L_bar, Z, up, low):
+        Z = project_b(Z + sigma * tf.linalg.matmul(F, Y - L_bar, transpose_a=True))
+        L_new = project_a(L + tau * tf.linalg.matmul(F, Z))
+        return (i + 1, L_new, 2.0 * L_new - L, Z, tf.minimum(up, upper(L_new)),
+                tf.maximum(low, lower(Z)))
 
-    _, L, best = tf.while_loop(lambda i, *_: i < iterations, body, (0, L, best),
-                               maximum_iterations=iterations)
-    return tf.minimum(best, value_and_subgradient(L)[0])
+    *_, best_upper, best_lower = tf.while_loop(
+        lambda i, L, L_bar, Z, up, low: (i < max_iter) & unfinished(up, low), body,
+        (tf.constant(0), L, L, Z, best_upper, best_lower))
+    return best_upper, tf.minimum(best_lower, best_upper)
 
 
 def svm_dual_unrolled(F, Y, lam1, lam2, *, iterations, smoothing=0.0):

@@ -35,6 +35,7 @@ import keras
 import tensorflow as tf
 
 from sdis_tf.data.tasks import TaskBatch
+from sdis_tf.train.stateless import StatelessForward
 
 SampleBatch = Callable[[tf.Tensor], TaskBatch]
 """sample_batch(step) -> TaskBatch of the global T tasks of batch `step` (stateless)."""
@@ -130,14 +131,7 @@ class BilevelTrainer:
 
     def _loss_and_grads_fn(self, trainable, non_trainable, batch):
         """Pure: (weights, state, batch) -> (sum of task losses / T, grads, new state, support)."""
-        new_state = []
-
-        def encode(x):
-            features, state = self.encoder.stateless_call(trainable, non_trainable, x,
-                                                          training=True)
-            new_state[:] = state
-            return features
-
+        encode = StatelessForward(self.encoder, trainable, non_trainable)
         with tf.GradientTape() as tape:
             tape.watch(trainable)
             f_s, f_q = encode_tasks(encode, batch)
@@ -147,7 +141,7 @@ class BilevelTrainer:
             loss = tf.reduce_sum(losses) / self.num_tasks
         grads = tape.gradient(loss, trainable)
         support = tf.reduce_sum(tf.reduce_mean(tf.cast(W != 0, loss.dtype), axis=1))
-        return loss, grads, new_state, support / self.num_tasks
+        return loss, grads, encode.state, support / self.num_tasks
 
     def _replica_step(self, batch: TaskBatch):
         """One replica's update on its share of the global `batch`."""

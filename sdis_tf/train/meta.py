@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from sdis_tf import layers
+from sdis_tf.train.stateless import StatelessForward
 
 _PACKAGE = "sdis_tf"
 
@@ -220,14 +221,7 @@ class MetaTrainer:
         return self.backbone.trainable_variables + self.head.trainable_variables
 
     def _loss_and_grads_fn(self, trainable, non_trainable, batch):
-        new_state = []
-
-        def encode(x):
-            features, state = self.backbone.stateless_call(trainable, non_trainable, x,
-                                                           training=True)
-            new_state[:] = state
-            return features
-
+        encode = StatelessForward(self.backbone, trainable, non_trainable)
         head_variables = self.head.trainable_variables
         with tf.GradientTape() as tape:
             tape.watch(trainable)
@@ -243,7 +237,7 @@ class MetaTrainer:
         correct = tf.equal(tf.argmax(out.logits, -1, output_type=tf.int32), batch.query_labels)
         accuracy = tf.reduce_sum(tf.reduce_mean(tf.cast(correct, tf.float32), -1))
         used = tf.reduce_sum(tf.reduce_mean(tf.cast(out.used, tf.float32), -1))
-        return (data_loss, grads, new_state,
+        return (data_loss, grads, encode.state,
                 {"accuracy": accuracy / self.num_episodes,
                  "features_used": used / self.num_episodes})
 

@@ -52,18 +52,23 @@ def test_tiny_run_trains_validates_tests_and_plots(tiny):
         assert all(np.isfinite(v) for r in records for k, v in r.items() if k != "time")
         assert os.listdir(os.path.join(workdir, run, "tensorboard"))
         result = results[run]
-        assert result["test/episodes"] == config.eval.test_episodes == 6
-        assert 0.0 <= result["test/accuracy"] <= 1.0 and result["test/ci95"] >= 0.0
+        # trained 3-way; tested 3-way and 2-way 1-shot
+        assert result["settings"] == ["3w1s", "2w1s"]
+        for setting in result["settings"]:
+            assert result[f"test/{setting}/episodes"] == config.eval.test_episodes == 6
+            assert 0.0 <= result[f"test/{setting}/accuracy"] <= 1.0
+            assert result[f"test/{setting}/ci95"] >= 0.0
     sparse, proto = results["sparse_svm_eps0.3"], results["proto"]
-    assert 0.0 < sparse["test/features_used"] < 1.0 and sparse["eps"] == 0.3
-    assert proto["test/features_used"] == 1.0
+    assert 0.0 < sparse["test/3w1s/features_used"] < 1.0 and sparse["eps"] == 0.3
+    assert proto["test/3w1s/features_used"] == proto["test/2w1s/features_used"] == 1.0
     # feature usage: one value per feature (4 channels x 4 x 4), sorted, mean = features used
     stored = fewshot.collect_results(workdir)
     assert [r["run"] for r in stored] == ["proto", "sparse_svm_eps0.3"]
     usage = np.asarray(stored[1]["feature_usage"])
     assert usage.shape == (64,) == (stored[1]["num_features"],)
     assert np.all(np.diff(usage) <= 0) and np.all((usage >= 0) & (usage <= 1))
-    np.testing.assert_allclose(usage.mean(), sparse["test/features_used"], atol=1e-3)
+    np.testing.assert_allclose(usage.mean(), sparse["test/3w1s/features_used"], atol=1e-3)
+    assert "3w1s acc (%)" in lines[0] and "2w1s acc (%)" in lines[0]
     assert os.path.getsize(os.path.join(workdir, "fewshot.png")) > 10_000
 
 
@@ -98,7 +103,7 @@ def test_sigterm_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny, monkeypa
         result = json.load(f)
     with open(os.path.join(reference, "proto", "result.json")) as f:
         want = json.load(f)
-    for key in ("test/accuracy", "test/ci95", "test/features_used"):
+    for key in ("test/3w1s/accuracy", "test/2w1s/ci95", "test/3w1s/features_used"):
         np.testing.assert_allclose(result[key], want[key], rtol=1e-5, atol=1e-6)
 
 
@@ -149,14 +154,15 @@ def test_metaoptnet_preset_and_config_errors():
 
 def test_plot_draws_the_fig5_layout(tmp_path):
     usage = lambda p: sorted(np.random.default_rng(0).uniform(0, p, 50), reverse=True)
+    test = lambda accuracy, used: {"settings": ["5w1s"], "test/5w1s/accuracy": accuracy,
+                                   "test/5w1s/ci95": 0.01, "test/5w1s/features_used": used}
     results = [dict(run=f"sparse_svm_eps{e:g}", method="sparse_svm", eps=e,
-                    **{"test/accuracy": 0.9 - e, "test/ci95": 0.01,
-                       "test/features_used": 1 - 2 * e},
-                    feature_usage=usage(1 - 2 * e)) for e in (0.05, 0.2)]
+                    **test(0.9 - e, 1 - 2 * e), feature_usage=usage(1 - 2 * e))
+               for e in (0.05, 0.2)]
     results.append(dict(run="dense_svm", method="dense_svm", eps=None, feature_usage=[1.0] * 50,
-                        **{"test/accuracy": 0.91, "test/ci95": 0.01, "test/features_used": 1.0}))
+                        **test(0.91, 1.0)))
     results.append(dict(run="proto", method="proto", eps=None, feature_usage=[1.0] * 50,
-                        **{"test/accuracy": 0.88, "test/ci95": 0.01, "test/features_used": 1.0}))
+                        **test(0.88, 1.0)))
     path = str(tmp_path / "fig5.png")
     fewshot.plot(results, path)
     assert os.path.getsize(path) > 10_000
@@ -169,12 +175,19 @@ OMNIGLOT = os.path.join(ROOT, "..", "shared", "data", "omniglot")
                     reason="real Omniglot not found at ../shared/data/omniglot")
 def test_omniglot_run_trains_on_background_and_tests_on_evaluation(tmp_path):
     config = _config("tiny")
-    config.data.update(dataset="omniglot", root=OMNIGLOT, image_size=14, rotations=True)
+    config.data.update(dataset="omniglot", root=OMNIGLOT, image_size=14, rotations=True,
+                       lake_runs=os.path.join(OMNIGLOT, "all_runs.zip"))
+    config.eval.settings = ("3w1s", "20w1s")
     config.methods = ("proto",)
     table = experiments.run(config, str(tmp_path))
     with open(tmp_path / "result.json") as f:
         result = json.load(f)["results"][0]
-    assert result["run"] == "proto" and 0.0 <= result["test/accuracy"] <= 1.0
+    assert result["run"] == "proto" and 0.0 <= result["test/20w1s/accuracy"] <= 1.0
+    # Lake's 20 runs of 20-way one-shot: an error rate in %, one per run, mean over runs
+    assert len(result["lake/runs_error"]) == 20 and result["lake/features_used"] == 1.0
+    assert result["lake/error"] == pytest.approx(np.mean(result["lake/runs_error"]), abs=0.01)
+    assert all(e in np.arange(0, 101, 5) for e in np.round(result["lake/runs_error"], 2))
+    assert "Lake err (%)" in table
     assert "proto" in table and "eval/accuracy" in _records(str(tmp_path), "proto")[-1]
     train = fewshot.load_data("omniglot", OMNIGLOT, "train", 0, 14, 0, True)
     val = fewshot.load_data("omniglot", OMNIGLOT, "val", 0, 14, 0)
@@ -183,5 +196,21 @@ def test_omniglot_run_trains_on_background_and_tests_on_evaluation(tmp_path):
     assert (len(np.unique(train.labels)), len(np.unique(val.labels)),
             len(np.unique(test.labels))) == (3200, 164, 659)
     config.data.dataset = "procedural"
-    with pytest.raises(config_schema.ConfigError, match="config.data.rotations"):
+    with pytest.raises(config_schema.ConfigError, match="config.data.rotations") as error:
         experiments.run(config, str(tmp_path / "bad"))
+    assert "config.data.lake_runs is Omniglot's" in str(error.value)
+
+
+def test_test_settings_are_validated_and_heads_follow_the_number_of_ways(tmp_path):
+    config = _config("tiny")
+    config.eval.settings = ("3w1s", "5x1s", "1w1s")
+    with pytest.raises(config_schema.ConfigError) as error:
+        experiments.run(config, str(tmp_path / "bad"))
+    assert "config.eval.settings" in str(error.value)
+    assert "item 1 ('5x1s') is not a setting" in str(error.value)
+    config = _config("tiny").to_dict()
+    experiment = fewshot._Experiment(config, "sparse_svm", 0.3, tf.distribute.get_strategy())
+    experiment.head.scale.assign(3.7)
+    head = experiment.head_for(2)
+    assert head.num_ways == 2 and float(head.scale) == pytest.approx(3.7)
+    assert head.eps == 0.3 and experiment.head_for(3) is experiment.head

@@ -68,6 +68,29 @@ def test_lambda_max_is_the_zero_threshold():
     assert np.all(np.abs(below.W.numpy()).max(axis=(1, 2)) > 0)
 
 
+def cvxpy_lambda_max(F, Y):
+    """min over dual points L with zero true-class mass of max_j ||(F^T (Y - L))_j||_2."""
+    L, t = cp.Variable(Y.shape), cp.Variable()
+    constraints = [L >= 0, cp.sum(L, axis=1) == 1, cp.multiply(L, Y) == 0,
+                   cp.norm(F.T @ (Y - L), 2, axis=1) <= t]
+    cp.Problem(cp.Minimize(t), constraints).solve(solver=cp.CLARABEL)
+    return t.value
+
+
+@pytest.mark.parametrize("n,m,k,rtol", [(12, 6, 3, 1e-6), (40, 64, 20, 1e-3), (25, 200, 5, 1e-2)])
+def test_lambda_max_bounds_bracket_the_exact_value(n, m, k, rtol):
+    F, Y = episodes(T=3, n=n, m=m, k=k, seed=4)
+    F = np.maximum(F, 0.0)  # post-ReLU features, as a backbone gives them
+    bounds = svm.svm_lambda_max(F, Y, rtol=rtol, max_iter=20_000, with_bound=True)
+    value, lower = bounds.value.numpy(), bounds.lower.numpy()
+    exact = np.array([cvxpy_lambda_max(F[t], Y[t]) for t in range(3)])
+    assert np.all(lower <= exact * (1 + 1e-7)) and np.all(exact <= value * (1 + 1e-7))
+    assert np.all(value - lower <= rtol * value)
+    # the value is attained: W = 0 there (up to the dual solve's accuracy at this edge)
+    at_value = svm.svm_dual(F, Y, value, 1.0, tol=1e-10, max_iter=100_000)
+    assert np.abs(at_value.W.numpy()).max() <= 1e-6
+
+
 def test_bad_input_is_named():
     F, Y = episodes()
     for kwargs, message in ((dict(lam1=-1.0, lam2=1.0), "lam1 must be >= 0"),

@@ -1,0 +1,68 @@
+"""Few-shot classification on Omniglot, and Lake et al.'s one-shot benchmark (docs/omniglot.md).
+
+    # every head, one run each, 2 CPU cores (times in the README):
+    python main.py --config=configs/fewshot_omniglot.py --workdir=runs/omniglot
+    # one head:
+    python main.py --config=configs/fewshot_omniglot.py --config.methods='("proto",)' \
+        --workdir=runs/omniglot
+    # a few minutes, to check the set-up (not a result):
+    python main.py --config=configs/fewshot_omniglot.py:quick --workdir=/tmp/omniglot_quick
+
+`data.root` is the folder of Omniglot in any layout `sdis_tf.data.omniglot`
+reads (default: ../shared/data/omniglot, relative to the working directory);
+`data.lake_runs` its `all_runs.zip` ("" skips Lake's benchmark).
+
+Protocol: learn from the background set only (800 training characters x 4
+rotations = 3,200 classes; validation on the other 164 background
+characters, 20-way 1-shot, after every epoch), test on the evaluation set
+(659 characters of 20 novel alphabets): 5-way 1-shot, 5-way 5-shot, 20-way
+1-shot and 20-way 5-shot, 1000 seeded episodes each with 15 queries per
+class, and Lake's 20 runs of 20-way within-alphabet one-shot classification.
+
+Backbone: ProtoNets' Conv4 (4 x [conv 3x3 64, batch norm, ReLU, max-pool 2]:
+m = 64 features at 28x28; ours uses LeakyReLU(0.1)). Training episodes are
+20-way 1-shot with 5 queries per class, 4 per step (ProtoNets trains 60-way;
+20 ways fit the CPU budget and are the test's hardest setting). Heads: the
+group-Lasso SVM at lam1 = eps lambda_max for each eps, the dense SVM
+(lam1 = 0), ridge regression onto one-hot labels and prototypes. Schedule:
+SGD Nesterov 0.05, x0.1 at epochs 8 and 9 of 10 x 60 steps (2,400 episodes; the
+CPU budget, far below ProtoNets' schedule).
+"""
+
+import importlib.util
+import os
+
+
+def _fewshot_config(preset: str):
+    """configs/fewshot.py's `get_config(preset)` (config files are not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "configs_fewshot", os.path.join(os.path.dirname(os.path.abspath(__file__)), "fewshot.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(preset)
+
+
+def get_config(preset: str = ""):
+    """Presets: "" (the CPU benchmark runs), "quick" (minutes; checks the set-up)."""
+    if preset not in ("", "quick"):
+        raise ValueError(f"unknown preset {preset!r}; allowed: '', 'quick'")
+    config = _fewshot_config("cpu")
+    config.methods = ("sparse_svm", "dense_svm", "ridge", "proto")
+    config.data.update(dataset="omniglot", root="../shared/data/omniglot", image_size=28,
+                       ways=20, train_shots=1, test_shots=1, train_queries=5, test_queries=15,
+                       rotations=True, lake_runs="../shared/data/omniglot/all_runs.zip")
+    config.model.update(name="small_conv", channels=(64, 64, 64, 64))
+    config.heads.sparse_svm.update(eps=(0.1,), tol=1e-3)
+    config.heads.ridge.lam = 50.0 / 20   # MetaOptNet-RR's 50, n = 20 support images
+    config.optimizer.update(learning_rate=0.05, boundaries_epochs=(8, 9),
+                            factors=(1.0, 0.1, 0.01))
+    config.train.update(epochs=10, steps_per_epoch=60, episodes_per_batch=4)
+    config.eval.update(val_episodes=50, test_episodes=1000, batch_episodes=20,
+                       settings=("5w1s", "5w5s", "20w1s", "20w5s"))
+    config.checkpoint_every_steps = 60
+    if preset == "quick":
+        config.methods = ("sparse_svm", "proto")
+        config.train.update(epochs=2, steps_per_epoch=20)
+        config.optimizer.update(boundaries_epochs=(), factors=(1.0,))
+        config.eval.update(val_episodes=20, test_episodes=100)
+    return config
