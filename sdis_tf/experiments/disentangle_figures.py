@@ -172,6 +172,8 @@ def plot(rows: list[dict], out: str) -> list[str]:
     methods = sorted({r["method"] for r in rows})
     fig, axes = plt.subplots(2, len(settings), figsize=(4 * len(settings), 6.4), squeeze=False)
     for column, setting in enumerate(settings):
+        # one evenly spaced position per eps of the setting, shared by its methods
+        grid = sorted({r["eps"] for r in rows if r["setting"] == setting})
         for method in methods:
             points = collections.defaultdict(list)
             for r in rows:
@@ -180,12 +182,13 @@ def plot(rows: list[dict], out: str) -> list[str]:
             if not points:
                 continue
             eps = sorted(points)
-            x = np.arange(len(eps))
+            x = [grid.index(e) for e in eps]
             for row_index, score in enumerate(("mcc", "r")):
                 axes[row_index, column].plot(
                     x, [np.mean([p[score] for p in points[e]]) for e in eps], marker="o",
                     label=method)
-                axes[row_index, column].set_xticks(x, [f"{e:g}" for e in eps])
+        for row_index in range(2):
+            axes[row_index, column].set_xticks(range(len(grid)), [f"{e:g}" for e in grid])
         axes[0, column].set_title(_setting_text(setting), fontsize=8)
         axes[0, column].set_ylabel("MCC")
         axes[1, column].set_ylabel("R")

@@ -30,6 +30,7 @@ feature usage per lam1, and test accuracy vs mean fraction of features used;
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -46,7 +47,7 @@ from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
 from sdis_tf.train import distribute, loop, meta, progress
 from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir, open_run, save_figure
+from sdis_tf.train.rundir import CHECKPOINTS, CONFIG, RunDir, open_run, save_figure
 
 METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
 BACKBONES = ("small_conv", "resnet12")
@@ -169,6 +170,9 @@ def _cross_field(config: dict) -> list[str]:
     if data["lake_runs"] and data["dataset"] != "omniglot":
         problems.append("config.data.lake_runs is Omniglot's one-shot benchmark (all_runs.zip); "
                         f"allowed only with dataset 'omniglot', got {data['dataset']!r}")
+    elif data["lake_runs"] and not os.path.isfile(data["lake_runs"]):
+        problems.append(f"config.data.lake_runs = {data['lake_runs']!r} is not a file; allowed: "
+                        "the path of Lake et al.'s all_runs.zip, or '' to skip the benchmark")
     if model["name"] == "resnet12" and len(model["channels"]) != 4:
         problems.append("config.model.channels must have 4 widths for resnet12")
     return problems
@@ -407,13 +411,26 @@ def format_table(results: list[dict]) -> str:
 
 
 def collect_results(workdir: str) -> list[dict]:
-    """The stored results (with feature usage) of every finished run under `workdir`."""
+    """The stored results (with feature usage) of every finished run under `workdir`.
+
+    Results written before test settings existed (one setting, keys `test/<metric>`) are
+    read as the setting of the run's config (data.ways, data.test_shots).
+    """
     results = []
     for name in sorted(os.listdir(workdir)):
-        stored = RunDir(os.path.join(workdir, name), chief=False).result() \
+        rundir = RunDir(os.path.join(workdir, name), chief=False) \
             if os.path.isdir(os.path.join(workdir, name)) else None
-        if stored is not None and "feature_usage" in stored:
-            results.append(stored)
+        stored = rundir.result() if rundir is not None else None
+        if stored is None or "feature_usage" not in stored:
+            continue
+        if "settings" not in stored:
+            with open(rundir.path(CONFIG)) as f:
+                data = json.load(f)["data"]
+            setting = f"{data['ways']}w{data['test_shots']}s"
+            stored = {"settings": [setting], **{
+                key.replace("test/", f"test/{setting}/", 1) if key.startswith("test/") else key:
+                value for key, value in stored.items()}}
+        results.append(stored)
     return results
 
 

@@ -77,3 +77,18 @@ def test_sweep_commands_cover_the_figure_grid(capsys):
     assert not any("factors_key" in line for line in printed)
     with pytest.raises(ValueError, match="figure"):
         figures.sweep_commands("fig99", "runs")
+
+
+def test_methods_with_different_eps_grids_share_the_x_positions(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    _write_run(root, "a", "lasso", 0.1, 0, mcc=0.9, loss=0.2, ica=False)
+    _write_run(root, "b", "lasso", 0.3, 0, mcc=0.8, loss=0.2, ica=False)
+    _write_run(root, "c", "ridge", 0.3, 0, mcc=0.7, loss=0.1, ica=False)
+    figures_drawn = []
+    monkeypatch.setattr(figures, "save_figure",
+                        lambda fig, path: figures_drawn.append(fig) or path)
+    figures.plot(figures.collect(root), str(tmp_path / "out"))
+    mcc_axis = figures_drawn[0].axes[0]
+    lines = {line.get_label(): list(line.get_xdata()) for line in mcc_axis.get_lines()}
+    assert lines == {"lasso": [0, 1], "ridge": [1]}
+    assert [t.get_text() for t in mcc_axis.get_xticklabels()] == ["0.1", "0.3"]

@@ -204,13 +204,32 @@ def test_omniglot_run_trains_on_background_and_tests_on_evaluation(tmp_path):
 def test_test_settings_are_validated_and_heads_follow_the_number_of_ways(tmp_path):
     config = _config("tiny")
     config.eval.settings = ("3w1s", "5x1s", "1w1s")
+    config.data.update(dataset="omniglot", root="/data/omniglot", image_size=28,
+                       lake_runs=str(tmp_path / "missing.zip"))
     with pytest.raises(config_schema.ConfigError) as error:
         experiments.run(config, str(tmp_path / "bad"))
     assert "config.eval.settings" in str(error.value)
     assert "item 1 ('5x1s') is not a setting" in str(error.value)
+    config.eval.settings = ("3w1s",)
+    with pytest.raises(config_schema.ConfigError, match="missing.zip' is not a file"):
+        experiments.run(config, str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad")
     config = _config("tiny").to_dict()
     experiment = fewshot._Experiment(config, "sparse_svm", 0.3, tf.distribute.get_strategy())
     experiment.head.scale.assign(3.7)
     head = experiment.head_for(2)
     assert head.num_ways == 2 and float(head.scale) == pytest.approx(3.7)
     assert head.eps == 0.3 and experiment.head_for(3) is experiment.head
+
+
+def test_results_from_before_test_settings_are_read_as_the_config_setting(tmp_path):
+    run = tmp_path / "dense_svm"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": {"ways": 5, "test_shots": 5}}))
+    (run / "result.json").write_text(json.dumps(
+        {"run": "dense_svm", "method": "dense_svm", "eps": None, "elapsed": 60.0,
+         "test/accuracy": 0.98, "test/ci95": 0.002, "test/features_used": 1.0,
+         "feature_usage": [1.0] * 4}))
+    [result] = fewshot.collect_results(str(tmp_path))
+    assert result["settings"] == ["5w5s"] and result["test/5w5s/accuracy"] == 0.98
+    assert "test/accuracy" not in result and "98.00 +- 0.20" in fewshot.format_table([result])
