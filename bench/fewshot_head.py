@@ -36,7 +36,7 @@ from sdis_tf import layers
 from sdis_tf.solvers import svm_lambda_max
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
-from _timing import best_time
+from _timing import best_time, write_results
 
 WAYS, SHOTS, QUERIES = 5, 5, 15
 
@@ -127,11 +127,7 @@ def main():
     for name, backbone, side, T in cells:
         rows.append(bench_cell(name, backbone, side, T, args.repeats, rng, args.tol))
         print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    for suffix, text in ((".md", markdown(rows, args.tol)),
-                         (".json", json.dumps({"tol": args.tol, "rows": rows}, indent=1))):
-        with open(args.out + suffix, "w") as f:
-            f.write(text)
+    write_results(args.out, markdown(rows, args.tol), {"tol": args.tol, "rows": rows})
     print(markdown(rows, args.tol))
 
 

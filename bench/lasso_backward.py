@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from sdis_tf import implicit, solvers
 from sdis_tf.solvers.lasso import support_hessian_block_inverse, support_hessian_matvec
-from _timing import best_time
+from _timing import best_time, write_results
 
 CELLS = ((512, 50, 64, 5, "float32"), (64, 50, 640, 5, "float32"), (64, 50, 64, 1, "float32"),
          (64, 50, 64, 5, "float64"))
@@ -85,10 +85,7 @@ def main():
     for cell in CELLS:
         rows.append(bench_cell(*cell, args.repeats))
         print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    for suffix, text in ((".md", markdown(rows)), (".json", json.dumps(rows, indent=1))):
-        with open(args.out + suffix, "w") as f:
-            f.write(text)
+    write_results(args.out, markdown(rows), rows)
     print(markdown(rows))
 
 

@@ -28,7 +28,7 @@ from sklearn.linear_model import Lasso, MultiTaskLasso
 from sdis_tf import implicit, solvers
 
 from sdis_tf.solvers import lasso_op
-from _timing import best_time
+from _timing import best_time, write_results
 
 try:
     import skglm
@@ -140,13 +140,8 @@ def main():
     for T, m, k in grid:
         rows.append(bench_cell(T, m, k, 50, args.tol, args.repeats, rng))
         print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     table = markdown(rows, args.tol)
-    for suffix, text in ((".md", table), (".json", json.dumps(rows, indent=1))):
-        tmp = args.out + suffix + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, args.out + suffix)
+    write_results(args.out, table, rows)
     print(table)
 
 
