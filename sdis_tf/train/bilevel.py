@@ -35,6 +35,7 @@ import keras
 import tensorflow as tf
 
 from sdis_tf.data.tasks import TaskBatch
+from sdis_tf.train import distribute
 from sdis_tf.train.stateless import StatelessForward
 
 SampleBatch = Callable[[tf.Tensor], TaskBatch]
@@ -72,17 +73,6 @@ def encode_tasks(encode: Callable, batch: TaskBatch):
     n_support = tf.shape(batch.x_support)[1]
     features = encode(tf.concat([batch.x_support, batch.x_query], axis=1))
     return features[:, :n_support], features[:, n_support:]
-
-
-def _replica_slice(batch: TaskBatch) -> TaskBatch:
-    """This replica's share of the global batch's tasks (leading axis)."""
-    ctx = tf.distribute.get_replica_context()
-    replicas = ctx.num_replicas_in_sync
-    if replicas == 1:
-        return batch
-    per_replica = tf.shape(batch.x_support)[0] // replicas
-    start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
-    return TaskBatch(*(None if t is None else t[start:start + per_replica] for t in batch))
 
 
 class BilevelTrainer:
@@ -146,7 +136,7 @@ class BilevelTrainer:
     def _replica_step(self, batch: TaskBatch):
         """One replica's update on its share of the global `batch`."""
         ctx = tf.distribute.get_replica_context()
-        batch = _replica_slice(batch)
+        batch = distribute.replica_share(batch)
         variables = self.encoder.trainable_variables
         loss, grads, state, support = self._loss_and_grads(
             [v.value for v in variables],

@@ -86,3 +86,15 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def replica_share(batch):
+    """This replica's share of a global batch (a NamedTuple of tensors, None fields kept):
+    tasks [r T/R, (r+1) T/R) of the leading axis on replica r of R (T a multiple of R)."""
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync
+    if replicas == 1:
+        return batch
+    per_replica = tf.shape(next(t for t in batch if t is not None))[0] // replicas
+    start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
+    return type(batch)(*(None if t is None else t[start:start + per_replica] for t in batch))

@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from sdis_tf import layers
+from sdis_tf.train import distribute
 from sdis_tf.train.stateless import StatelessForward
 
 _PACKAGE = "sdis_tf"
@@ -173,16 +174,6 @@ def episode_metrics(backbone: keras.Model, head: keras.layers.Layer, batch: Epis
     return tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1), out.used
 
 
-def _replica_slice(batch: EpisodeBatch) -> EpisodeBatch:
-    ctx = tf.distribute.get_replica_context()
-    replicas = ctx.num_replicas_in_sync
-    if replicas == 1:
-        return batch
-    per_replica = tf.shape(batch.support)[0] // replicas
-    start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * per_replica
-    return EpisodeBatch(*(t[start:start + per_replica] for t in batch))
-
-
 class MetaTrainer:
     """One `tf.function` meta-training step (see the module docstring).
 
@@ -243,7 +234,7 @@ class MetaTrainer:
 
     def _replica_step(self, batch):
         ctx = tf.distribute.get_replica_context()
-        batch = _replica_slice(batch)
+        batch = distribute.replica_share(batch)
         non_trainable = self.backbone.non_trainable_variables
         loss, grads, state, sums = self._loss_and_grads(
             [v.value for v in self.backbone.trainable_variables],
