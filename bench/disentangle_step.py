@@ -23,7 +23,6 @@ when quoting the numbers.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -36,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from sdis_tf.config_files import load_config  # noqa: E402
 from sdis_tf.data import pipeline  # noqa: E402
 from sdis_tf.data.tasks import TaskBatch  # noqa: E402
 from sdis_tf.experiments import disentangle  # noqa: E402
@@ -49,11 +49,7 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "bench", "results"), "Outpu
 
 
 def _config(method: str, image_size: int):
-    spec = importlib.util.spec_from_file_location(
-        "disentangle_config", os.path.join(ROOT, "configs", "disentangle.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("cpu").to_dict()
+    config = load_config(os.path.join(ROOT, "configs", "disentangle.py"), "cpu").to_dict()
     config["method"] = method
     config["data"]["image_size"] = image_size
     config["eval"].update(grid_points=16, train_points=16, num_tasks=1)

@@ -29,24 +29,18 @@ SGD Nesterov 0.05, x0.1 at epochs 8 and 9 of 10 x 60 steps (2,400 episodes; the
 CPU budget, far below ProtoNets' schedule).
 """
 
-import importlib.util
 import os
 
+from sdis_tf.config_files import load_config
 
-def _fewshot_config(preset: str):
-    """configs/fewshot.py's `get_config(preset)` (config files are not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "configs_fewshot", os.path.join(os.path.dirname(os.path.abspath(__file__)), "fewshot.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+_FEWSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fewshot.py")
 
 
 def get_config(preset: str = ""):
     """Presets: "" (the CPU benchmark runs), "quick" (minutes; checks the set-up)."""
     if preset not in ("", "quick"):
         raise ValueError(f"unknown preset {preset!r}; allowed: '', 'quick'")
-    config = _fewshot_config("cpu")
+    config = load_config(_FEWSHOT, "cpu")
     config.methods = ("sparse_svm", "dense_svm", "ridge", "proto")
     config.data.update(dataset="omniglot", root="../shared/data/omniglot", image_size=28,
                        ways=20, train_shots=1, test_shots=1, train_queries=5, test_queries=15,

@@ -1,22 +1,19 @@
 """Config validation: every error path gives one line naming the field and what is allowed."""
 
-import importlib.util
 import os
 
 import pytest
 
 from sdis_tf import config_schema as cs
 from sdis_tf import experiments
+from sdis_tf.config_files import load_config
 from sdis_tf.experiments import quickstart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _quickstart_config(preset=""):
-    spec = importlib.util.spec_from_file_location("qs_config", os.path.join(ROOT, "configs", "quickstart.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+    return load_config(os.path.join(ROOT, "configs", "quickstart.py"), preset)
 
 
 def _problems(mutate):

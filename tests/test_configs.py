@@ -1,24 +1,17 @@
 """Every config file's presets load and pass their experiment's schema and constraints."""
 
-import importlib.util
 import os
 import re
 
 import pytest
 
 from sdis_tf import config_schema, experiments
+from sdis_tf.config_files import load_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESETS = {"quickstart.py": ("",), "synthetic_regression.py": ("",),
            "disentangle.py": ("", "cpu", "tiny"), "fewshot.py": ("", "cpu", "quick", "tiny"),
            "fewshot_omniglot.py": ("", "quick")}
-
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(CONFIGS, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_config_file_is_listed():
@@ -27,7 +20,7 @@ def test_every_config_file_is_listed():
 
 @pytest.mark.parametrize("name,preset", [(n, p) for n, ps in PRESETS.items() for p in ps])
 def test_preset_validates(name, preset, monkeypatch):
-    config = _module(name).get_config(preset)
+    config = load_config(os.path.join(CONFIGS, name), preset)
     if (name, preset) == ("fewshot.py", ""):
         config.data.root = "/data/miniImageNet"  # as its docstring's command sets it
     if config.get("data", {}).get("dataset") == "omniglot":
@@ -42,4 +35,4 @@ def test_unknown_presets_are_refused_with_the_allowed_ones():
         if presets == ("",):
             continue
         with pytest.raises(ValueError, match=re.escape(repr(presets[1]))):
-            _module(name).get_config("nonexistent")
+            load_config(os.path.join(CONFIGS, name), "nonexistent")

@@ -58,9 +58,12 @@ class Conv4Encoder(keras.Model):
         self.num_latents, self.width, self.hidden, self.momentum = (
             num_latents, width, hidden, momentum)
         scaled = lambda c: max(1, int(round(c * width)))  # noqa: E731
-        self.convs = [keras.layers.Conv2D(scaled(filters), kernel, strides=2, padding="same",
-                                          activation="relu", kernel_initializer=_haiku_init())
-                      for filters, kernel in CONV_LAYERS]
+        # Attributes conv0..conv3, not a list: tf.train.Checkpoint does not follow lists of
+        # Keras 3 layers, so listed convolutions would be missing from the model's checkpoint.
+        for i, (filters, kernel) in enumerate(CONV_LAYERS):
+            setattr(self, f"conv{i}", keras.layers.Conv2D(
+                scaled(filters), kernel, strides=2, padding="same", activation="relu",
+                kernel_initializer=_haiku_init()))
         self.flatten = keras.layers.Flatten()
         self.dense = keras.layers.Dense(scaled(hidden), activation="relu",
                                         kernel_initializer=_haiku_init())
@@ -72,8 +75,8 @@ class Conv4Encoder(keras.Model):
         leading = tf.shape(x)[:-3]
         h = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
         h.set_shape([None] + list(x.shape[-3:]))
-        for conv in self.convs:
-            h = conv(h)
+        for i in range(len(CONV_LAYERS)):
+            h = getattr(self, f"conv{i}")(h)
         h = self.out(self.dense(self.flatten(h)))
         codes = tf.reshape(h, tf.concat([leading, [self.num_latents]], 0))
         codes.set_shape(list(x.shape[:-3]) + [self.num_latents])

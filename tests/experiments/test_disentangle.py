@@ -7,7 +7,6 @@ plain h5 with custom keys and an incomplete grid (K = 3, 12x12x3 images
 average-pooled to 6x6).
 """
 
-import importlib.util
 import itertools
 import json
 import os
@@ -20,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf import config_schema, experiments
+from sdis_tf.config_files import load_config
 from sdis_tf.data.latents import FACTOR_NAMES
 from sdis_tf.data.tasks import TaskBatch
 from sdis_tf.experiments import disentangle
@@ -34,11 +34,7 @@ SIZE, TASKS, SAMPLES = 16, 4, 10
 
 def _config(preset="tiny", **data):
     """configs/disentangle.py:preset with the config.data fields `data`."""
-    spec = importlib.util.spec_from_file_location(
-        "disentangle_config", os.path.join(ROOT, "configs", "disentangle.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(preset)
+    config = load_config(os.path.join(ROOT, "configs", "disentangle.py"), preset)
     config.data.update(data)
     return config
 

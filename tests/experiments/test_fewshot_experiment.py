@@ -1,6 +1,5 @@
 """The fewshot experiment end to end (tiny preset): train, validate, test, sparsity, resume."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -10,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf import config_schema, experiments, layers
+from sdis_tf.config_files import load_config
 from sdis_tf.experiments import fewshot
 from sdis_tf.train import loop, meta
 
@@ -17,11 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _config(preset="tiny"):
-    spec = importlib.util.spec_from_file_location(
-        "fewshot_config", os.path.join(ROOT, "configs", "fewshot.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+    return load_config(os.path.join(ROOT, "configs", "fewshot.py"), preset)
 
 
 def _records(workdir, run):

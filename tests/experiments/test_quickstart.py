@@ -1,6 +1,5 @@
 """The quickstart end to end: the CLI in a subprocess, SIGKILL + resume = uninterrupted run."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf import experiments
+from sdis_tf.config_files import load_config
 from sdis_tf.experiments import quickstart
 from sdis_tf.train.rundir import ConfigMismatchError
 
@@ -23,11 +23,7 @@ OVERRIDES = {"train.steps": STEPS, "checkpoint_every_steps": CHECKPOINT_EVERY,
 
 
 def _config():
-    spec = importlib.util.spec_from_file_location(
-        "qs_config", os.path.join(ROOT, "configs", "quickstart.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
+    config = load_config(os.path.join(ROOT, "configs", "quickstart.py"), "tiny")
     for path, value in OVERRIDES.items():
         section, _, key = path.rpartition(".")
         (config[section] if section else config)[key] = value

@@ -1,7 +1,6 @@
 """The Section 2 experiment: CV plumbing against scikit-learn, data, and a tiny grid end to end."""
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -12,6 +11,7 @@ from sklearn.linear_model import Lasso, Ridge
 from sklearn.model_selection import KFold
 
 from sdis_tf import config_schema, experiments, solvers
+from sdis_tf.config_files import load_config
 from sdis_tf.experiments import synthetic_regression as sr
 from sdis_tf.solvers import lasso_op
 
@@ -19,11 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _config(preset="tiny"):
-    spec = importlib.util.spec_from_file_location(
-        "sr_config", os.path.join(ROOT, "configs", "synthetic_regression.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset).to_dict()
+    return load_config(os.path.join(ROOT, "configs", "synthetic_regression.py"), preset).to_dict()
 
 
 def _small_problems(sizes=(9, 14), folds=3, fit_intercept=True):

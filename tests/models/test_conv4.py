@@ -53,5 +53,5 @@ def test_any_image_size_and_channel_count(shape, flat):
     encoder = Conv4Encoder(num_latents=5, width=0.25, hidden=16)
     codes = encoder(tf.zeros((2,) + shape), training=False)
     assert codes.shape == (2, 5)
-    assert encoder.convs[0].kernel.shape == (4, 4, shape[-1], 8)
+    assert encoder.conv0.kernel.shape == (4, 4, shape[-1], 8)
     assert encoder.dense.kernel.shape == (flat, 4)

@@ -296,14 +296,19 @@ def test_tf_function_matches_eager_and_op_has_no_gradient():
     assert tape.gradient(tf.reduce_sum(W), Xv) is None   # tf.no_gradient: constants for autodiff
 
 
-def test_build_cache_key_follows_the_sources(tmp_path, monkeypatch):
+def test_build_cache_key_follows_the_sources_and_the_cpu(tmp_path, monkeypatch):
     build = lasso_op_module._build_module()
     path = build.library_path()
     assert path.exists() and build.build() == path          # up to date: no recompilation
+    key = path.stem.split("-")[-1]
+    with monkeypatch.context() as patch:   # -march=native: another CPU needs its own build
+        patch.setattr(build, "_cpu_signature", lambda: "flags : sse2\n")
+        assert build.cache_key() != key
+    assert build.cache_key() == key
     source = next(build.SOURCE_DIR.glob("*.cc"))
     (tmp_path / source.name).write_text(source.read_text() + "\n// changed\n")
     monkeypatch.setattr(build, "SOURCE_DIR", tmp_path)
-    assert build.cache_key() != path.stem.split("-")[-1]
+    assert build.cache_key() != key
 
 
 def test_missing_library_warns_once_and_lasso_op_raises(tmp_path, monkeypatch):
