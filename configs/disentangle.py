@@ -25,7 +25,8 @@ Defaults (the paper's settings, appendix D.2): latents from p_{alpha=1, rho=0.9}
 n = 50 samples per step, inner and outer problems on the same samples
 (data.num_query = 0; > 0 gives a held-out query set), Bernoulli(0.5)
 supports with N(0, 1) weights, noise of norm 0.1 ||z w||, the conv4 encoder
-with m = K codes (model.num_latents = 0; K = 6 for 3D Shapes), Adam 1e-3,
+with m = K codes (model.num_latents = 0; K = 6 for 3D Shapes), Adam 1e-3 (constant;
+`optimizer.schedule="cosine"` decays it to 0 over the run),
 20,000 steps, evaluation every 1,000 steps on every row (the 480,000 grid
 points of 3D Shapes) and on 100,000 training-distribution points.
 `eps` is lambda / lambda_max (the paper's x-axis); the paper sweeps
@@ -54,7 +55,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         num_latents=0, width=1.0, hidden=256, momentum=0.9))
     config.head = ml_collections.ConfigDict(dict(
         diff="implicit", tol=1e-5, max_epochs=500, unroll_epochs=50, inner_ridge_eps=1e-7))
-    config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3))
+    config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, schedule="constant"))
     config.train = ml_collections.ConfigDict(dict(steps=20000, num_tasks=8, jit_compile=True))
     config.eval = ml_collections.ConfigDict(dict(
         every_steps=1000, grid_points=0, train_points=100000, batch_size=1000, num_tasks=20,

@@ -35,11 +35,12 @@ Methods (inner problem on the support set, outer loss on the query set):
 
 "+ ICA" is not a training method: every run with `eval.ica` also reports the
 scores of its codes after linear ICA (inner-Ridge + ICA = the ica_* scores of a
-`ridge` run). Adam (`optimizer.learning_rate`), one `tf.function` step under
-`config.distribute` (sdis_tf.train.bilevel), evaluation every
-`eval.every_steps` and at the end (disentangle_eval) over the source's rows:
-eval/{mcc, r, dci_d, dci_c} on all rows or `eval.grid_points` of them,
-eval/*_train on the training distribution, eval/ica_*, eval/loss (outer loss
+`ridge` run). Adam (`optimizer.learning_rate`, `optimizer.schedule` constant or
+cosine: sdis_tf.train.schedules), one `tf.function` step under `config.distribute`
+(sdis_tf.train.bilevel), evaluation every `eval.every_steps` and at the end
+(disentangle_eval) over the source's rows: eval/{mcc, r, dci_d, dci_c} on all
+rows or `eval.grid_points` of them, eval/*_train on the training distribution,
+eval/ica_*, eval/loss (outer loss
 on held-out query samples of held-out tasks: the validation loss, which never
 looks at the true factors), a TensorBoard image of the single-factor sweeps;
 train/{loss, grad_norm, support, input_wait}. workdir/result.json holds the
@@ -66,7 +67,7 @@ from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.experiments import disentangle_eval
 from sdis_tf.models.conv4 import Conv4Encoder
 from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
-from sdis_tf.train import bilevel, distribute, loop
+from sdis_tf.train import bilevel, distribute, loop, schedules
 from sdis_tf.train.checkpoint import Checkpointer
 from sdis_tf.train.rundir import CHECKPOINTS, open_run
 
@@ -106,7 +107,7 @@ SCHEMA = {
         "unroll_epochs": cs.COUNT,
         "inner_ridge_eps": cs.NONNEGATIVE,
     },
-    "optimizer": {"learning_rate": cs.POSITIVE},
+    "optimizer": schedules.OPTIMIZER_SCHEMA,
     "train": {"steps": cs.COUNT, "num_tasks": cs.COUNT, "jit_compile": cs.Bool()},
     "eval": {
         "every_steps": cs.COUNT,
@@ -314,7 +315,7 @@ class _Experiment:
         with strategy.scope():
             self.encoder = Conv4Encoder(**{**config["model"], "num_latents": num_latents})
             self.encoder(tf.zeros((1,) + shape), training=False)
-            self.optimizer = keras.optimizers.Adam(config["optimizer"]["learning_rate"])
+            self.optimizer = schedules.adam(config["optimizer"], config["train"]["steps"])
             self.optimizer.build(self.encoder.trainable_variables)
         self.head = make_head(config)
         self.trainer = bilevel.BilevelTrainer(

@@ -34,7 +34,7 @@ from sdis_tf import layers, metrics
 from sdis_tf.data import synthetic
 from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.models.mlp import ACTIVATIONS, MLPEncoder
-from sdis_tf.train import bilevel, distribute, loop, progress
+from sdis_tf.train import bilevel, distribute, loop, progress, schedules
 from sdis_tf.train.checkpoint import Checkpointer
 from sdis_tf.train.rundir import CHECKPOINTS, RunDir, open_run, save_figure
 
@@ -62,7 +62,7 @@ SCHEMA = {
         },
         "ridge": {"eps": cs.NONNEGATIVE},
     },
-    "optimizer": {"learning_rate": cs.POSITIVE, "schedule": cs.Choice("constant", "cosine")},
+    "optimizer": schedules.OPTIMIZER_SCHEMA,
     "train": {"steps": cs.COUNT, "num_tasks": cs.COUNT, "jit_compile": cs.Bool()},
     "eval": {
         "every_steps": cs.COUNT,
@@ -94,15 +94,6 @@ def _stream_seed(seed: int, stream: int):
     return tf.constant([seed, stream], tf.int64)
 
 
-def _learning_rate(config: dict):
-    """The Adam learning rate: constant, or cosine-decayed to 0 over the run."""
-    optimizer = config["optimizer"]
-    if optimizer["schedule"] == "constant":
-        return optimizer["learning_rate"]
-    return keras.optimizers.schedules.CosineDecay(optimizer["learning_rate"],
-                                                  config["train"]["steps"])
-
-
 def make_head(method: str, heads: dict) -> keras.layers.Layer:
     """The inner head of `method` ("lasso" or "ridge") from `config.heads`."""
     if method == "lasso":
@@ -124,7 +115,7 @@ class _Experiment:
         with strategy.scope():
             self.encoder = MLPEncoder(data["num_latents"], **config["model"])
             self.encoder(tf.zeros([1, data["dim"]]), training=False)
-            self.optimizer = keras.optimizers.Adam(_learning_rate(config))
+            self.optimizer = schedules.adam(config["optimizer"], config["train"]["steps"])
             self.optimizer.build(self.encoder.trainable_variables)
         self.head = make_head(method, config["heads"])
         train_seed = _stream_seed(config["seed"], _TRAIN_STREAM)
