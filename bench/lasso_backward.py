@@ -1,5 +1,5 @@
-"""Benchmark: the Lasso's implicit backward solve, conjugate gradient with and without the
-block-Jacobi preconditioner.
+"""Benchmark: the Lasso's implicit backward solve, conjugate gradient without preconditioner,
+with the block-Jacobi one and with the Woodbury inverse of the support Hessian.
 
     python bench/lasso_backward.py [--repeats 3] [--out bench/results/lasso_backward]
 
@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from sdis_tf import implicit, solvers
-from sdis_tf.solvers.lasso import support_hessian_block_inverse, support_hessian_matvec
+from sdis_tf.solvers.lasso import (support_hessian_block_inverse, support_hessian_inverse,
+                                   support_hessian_matvec)
 from _timing import best_time, write_results
 
 CELLS = ((512, 50, 64, 5, "float32"), (64, 50, 640, 5, "float32"), (64, 50, 64, 1, "float32"),
@@ -45,33 +46,42 @@ def bench_cell(T, n, m, k, dtype, repeats):
     matvec = support_hessian_matvec(W, X, lam)
     row = dict(T=T, n=n, m=m, k=k, dtype=dtype.name,
                support=float(tf.reduce_mean(support)))
-    for name, precondition in (("cg", None),
-                               ("pcg", support_hessian_block_inverse(W, X, lam))):
+    for name, preconditioner in (("cg", None), ("pcg", support_hessian_block_inverse),
+                                 ("woodbury", support_hessian_inverse)):
+        # The preconditioner is built inside the timed function, as the backward pass does.
         solve = tf.function(
-            lambda rhs, max_iter, precondition=precondition: implicit.conjugate_gradient(
-                matvec, rhs, max_iter=max_iter, precondition=precondition),
+            lambda rhs, max_iter, preconditioner=preconditioner: implicit.conjugate_gradient(
+                matvec, rhs, max_iter=max_iter,
+                precondition=preconditioner and preconditioner(W, X, lam)),
             jit_compile=True)
         for iterations in CHECKPOINTS:
             x = solve(rhs, tf.constant(iterations))
             row[f"{name}_residual_{iterations}"] = float(tf.norm(matvec(x) - rhs) / tf.norm(rhs))
         row[f"{name}_s"] = best_time(lambda: solve(rhs, tf.constant(m * k)).numpy(), repeats,
                                      warmup=True)
-    row["speedup"] = row["cg_s"] / row["pcg_s"]
     return row
 
 
+METHODS = (("cg", "CG"), ("pcg", "block-Jacobi PCG"), ("woodbury", "Woodbury PCG"))
+
+
 def markdown(rows):
-    lines = [f"Lasso backward solve, CG vs block-Jacobi PCG; CPU: {os.cpu_count()} cores "
-             f"({platform.processor() or platform.machine()}). Residuals ||Hx - c|| / ||c|| "
-             "after 5 / 10 / 20 / 40 iterations; time of the full solve.", "",
-             "| T | n | m | k | dtype | support | CG residuals | PCG residuals | CG (ms) | "
-             "PCG (ms) | speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Lasso backward solve: CG, block-Jacobi PCG and Woodbury PCG (the exact inverse "
+             f"of the support Hessian, up to rounding, as preconditioner); CPU: "
+             f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}). "
+             "Residuals ||Hx - c|| / ||c|| after 5 / 10 / 20 / 40 iterations; time of the full "
+             "solve, preconditioner set-up included.", "",
+             "| T | n | m | k | dtype | support | "
+             + " | ".join(f"{label} residuals" for _, label in METHODS) + " | "
+             + " | ".join(f"{label} (ms)" for _, label in METHODS) + " |",
+             "|" + "---|" * (6 + 2 * len(METHODS))]
     for r in rows:
         residuals = lambda name: " / ".join(f"{r[f'{name}_residual_{i}']:.0e}"
                                             for i in CHECKPOINTS)
         lines.append(f"| {r['T']} | {r['n']} | {r['m']} | {r['k']} | {r['dtype']} | "
-                     f"{100 * r['support']:.0f}% | {residuals('cg')} | {residuals('pcg')} | "
-                     f"{1e3 * r['cg_s']:.1f} | {1e3 * r['pcg_s']:.1f} | {r['speedup']:.1f}x |")
+                     f"{100 * r['support']:.0f}% | "
+                     + " | ".join(residuals(name) for name, _ in METHODS) + " | "
+                     + " | ".join(f"{1e3 * r[f'{name}_s']:.1f}" for name, _ in METHODS) + " |")
     return "\n".join(lines) + "\n"
 
 

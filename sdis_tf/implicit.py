@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from sdis_tf.solvers import _batch
 from sdis_tf.solvers.lasso import (lasso, lasso_optimality, support_hessian_block_inverse,
-                                   support_hessian_matvec)
+                                   support_hessian_inverse, support_hessian_matvec)
+from sdis_tf.solvers.lasso_op import in_xla_context
 from sdis_tf.solvers.ridge import regularized_gram_solve, ridge, ridge_optimality
 from sdis_tf.solvers.svm import (dual_step_size, primal_from_dual, svm_dual,
                                  svm_fixed_point_residual)
@@ -150,14 +151,30 @@ def custom_root(optimality_fn, linear_solve=None):
     return decorator
 
 
+# Woodbury's set-up costs O(m^3) per task: a few ms for 64 tasks at m = 64 in TensorFlow's
+# (Eigen's) batched Cholesky and LU, but 10-20x more in XLA's CPU versions of the same
+# (bench/lasso_backward.py); there, and for wide problems, block-Jacobi preconditions.
+_WOODBURY_MAX_FEATURES = 128
+# With an exact inverse (up to rounding) as preconditioner, CG reaches the attainable accuracy
+# in 2-3 iterations; in float32 a task with a tiny group norm (curvature lam / ||W_j|| ~ 1e4)
+# stalls at a residual ~1e-4 that more iterations do not lower, so they are capped.
+_WOODBURY_MAX_ITERATIONS = 10
+
+
 def _lasso_linear_solve(cotangent, sol, args):
     """CG on the support-restricted Hessian with an explicit product (no autodiff in the
-    loop), preconditioned by the inverse of its k x k diagonal blocks: a group with a small
-    norm has a large curvature lam / ||W_j|| across its direction, which block-Jacobi
-    scaling removes from the condition number."""
+    loop). Preconditioned by Woodbury's exact inverse of that Hessian (CG then stops after
+    a few iterations, however ill-conditioned the Hessian, e.g. a group-Lasso support larger
+    than n) when m <= `_WOODBURY_MAX_FEATURES` outside XLA; else by the inverse of its k x k
+    diagonal blocks (a group with a small norm has a large curvature lam / ||W_j|| across
+    its direction, which block-Jacobi scaling removes from the condition number)."""
     X, _, lam = args
-    return conjugate_gradient(support_hessian_matvec(sol, X, lam), cotangent,
-                              max_iter=_system_size(sol),
+    matvec = support_hessian_matvec(sol, X, lam)
+    m = sol.shape[1]
+    if m is not None and m <= _WOODBURY_MAX_FEATURES and not in_xla_context():
+        return conjugate_gradient(matvec, cotangent, max_iter=_WOODBURY_MAX_ITERATIONS,
+                                  precondition=support_hessian_inverse(sol, X, lam))
+    return conjugate_gradient(matvec, cotangent, max_iter=_system_size(sol),
                               precondition=support_hessian_block_inverse(sol, X, lam))
 
 

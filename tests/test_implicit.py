@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf import implicit, solvers
+from sdis_tf.solvers.lasso import support_hessian_inverse, support_hessian_matvec
 from sdis_tf.solvers.ridge import ridge_optimality
 
 
@@ -101,6 +102,40 @@ def test_gradient_under_jit_compile_equals_eager():
 
     np.testing.assert_allclose(tf.function(grad_fn, jit_compile=True)(X, Y).numpy(),
                                grad_fn(X, Y).numpy(), atol=1e-10)
+
+
+def _dense_support_hessian(W, X, lam):
+    """The operator of `support_hessian_matvec` as dense [T, m k, m k] matrices (reference)."""
+    T, m, k = W.shape
+    matvec = support_hessian_matvec(W, X, lam)
+    basis = np.eye(m * k).reshape(m * k, m, k)
+    columns = [matvec(tf.constant(np.broadcast_to(e, (T, m, k)))).numpy().reshape(T, m * k)
+               for e in basis]
+    return np.stack(columns, axis=-1)
+
+
+@pytest.mark.parametrize("T, n, m, k, active, lam_factor, min_support", [
+    (3, 20, 12, 1, 0.3, 0.1, 2),     # Lasso: H = the support Gram matrix
+    (3, 10, 16, 3, 1.0, 0.05, 11),   # group Lasso with more active groups than samples
+    (2, 15, 6, 2, 1.0, 0.0, 6),      # lam = 0: no curvature, least squares
+], ids=["lasso", "group-support>n", "lam=0"])
+def test_woodbury_inverse_of_the_support_hessian_matches_a_dense_solve(
+        T, n, m, k, active, lam_factor, min_support):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((T, n, m))
+    W_true = rng.standard_normal((T, m, k)) * (rng.random((T, m, 1)) < active)
+    Y = X @ W_true + 0.1 * rng.standard_normal((T, n, k))
+    Y[0] = 0.0  # a task with an empty support
+    lam = lam_factor * solvers.lasso_lambda_max(X, Y).numpy()
+    W = solvers.lasso(X, Y, lam, tol=1e-14, max_epochs=100_000).W
+    support = np.linalg.norm(W.numpy(), axis=-1) > 0
+    assert not support[0].any() and (support[1:].sum(axis=-1) >= min_support).all(), support
+    R = rng.standard_normal((T, m, k))
+    expected = np.linalg.solve(_dense_support_hessian(W, X, tf.constant(lam)),
+                               R.reshape(T, m * k)[..., None]).reshape(T, m, k)
+    got = support_hessian_inverse(W, tf.constant(X), tf.constant(lam))(tf.constant(R)).numpy()
+    # exact up to the sqrt(eps) relative jitter that keeps a singular Gram matrix invertible
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("shape", [(2, 20, 6), (2, 8, 15)], ids=["m<=n", "m>n"])
