@@ -3,14 +3,17 @@ with the block-Jacobi one and with the Woodbury inverse of the support Hessian.
 
     python bench/lasso_backward.py [--repeats 3] [--out bench/results/lasso_backward]
 
-For each (T, n, m, k, dtype): random tasks with 10% active groups and 10% noise,
+For each (T, n, m, k, dtype, active): random tasks with that fraction of active groups
+(0.1: a sparse support; 1.0: the support exceeds n, a near-singular Hessian) and 10% noise,
 lam = 0.1 lambda_max, W from `solvers.lasso`; the system is the backward pass's
 (the support-restricted Hessian of `solvers.lasso.support_hessian_matvec`) with a
 random right-hand side on the support. Reports the relative residual
 ||H x - c|| / ||c|| after 5, 10, 20 and 40 iterations, and the wall time of the
-backward's solve as `implicit.lasso_implicit` runs it (at most m k iterations,
-stopping at rtol 1e-6 in float32, 1e-12 in float64), XLA-compiled, best of
-`--repeats`.
+solve (preconditioner set-up included; at most m k iterations, stopping at rtol 1e-6
+in float32, 1e-12 in float64) in a plain `tf.function`, where the C++ op's backward
+runs, best of `--repeats`. (`implicit.lasso_implicit` caps Woodbury PCG at 10
+iterations and uses it only for m <= 128 outside XLA, whose CPU Cholesky and LU are
+10-20x slower than TensorFlow's.)
 """
 
 import argparse
@@ -26,16 +29,18 @@ from sdis_tf.solvers.lasso import (support_hessian_block_inverse, support_hessia
                                    support_hessian_matvec)
 from _timing import best_time, write_results
 
-CELLS = ((512, 50, 64, 5, "float32"), (64, 50, 640, 5, "float32"), (64, 50, 64, 1, "float32"),
-         (64, 50, 64, 5, "float64"))
+# (T, n, m, k, dtype, fraction of active groups in the true W)
+CELLS = ((512, 50, 64, 5, "float32", 0.1), (64, 50, 640, 5, "float32", 0.1),
+         (64, 50, 64, 1, "float32", 0.1), (64, 50, 64, 5, "float64", 0.1),
+         (64, 50, 64, 5, "float64", 1.0), (512, 50, 64, 5, "float32", 1.0))
 CHECKPOINTS = (5, 10, 20, 40)
 
 
-def bench_cell(T, n, m, k, dtype, repeats):
+def bench_cell(T, n, m, k, dtype, active, repeats):
     dtype = tf.as_dtype(dtype)
     rng = np.random.default_rng(0)
     X = tf.constant(rng.standard_normal((T, n, m)), dtype)
-    W_true = rng.standard_normal((T, m, k)) * (rng.random((T, m, 1)) < 0.1)
+    W_true = rng.standard_normal((T, m, k)) * (rng.random((T, m, 1)) < active)
     Y = tf.matmul(X, tf.constant(W_true, dtype)) + 0.1 * tf.constant(
         rng.standard_normal((T, n, k)), dtype)
     lam = 0.1 * solvers.lasso_lambda_max(X, Y)
@@ -44,7 +49,7 @@ def bench_cell(T, n, m, k, dtype, repeats):
     support = tf.cast(tf.norm(W, axis=-1, keepdims=True) > 0, dtype)
     rhs = tf.constant(rng.standard_normal((T, m, k)), dtype) * support
     matvec = support_hessian_matvec(W, X, lam)
-    row = dict(T=T, n=n, m=m, k=k, dtype=dtype.name,
+    row = dict(T=T, n=n, m=m, k=k, dtype=dtype.name, active=active,
                support=float(tf.reduce_mean(support)))
     for name, preconditioner in (("cg", None), ("pcg", support_hessian_block_inverse),
                                  ("woodbury", support_hessian_inverse)):
@@ -52,8 +57,7 @@ def bench_cell(T, n, m, k, dtype, repeats):
         solve = tf.function(
             lambda rhs, max_iter, preconditioner=preconditioner: implicit.conjugate_gradient(
                 matvec, rhs, max_iter=max_iter,
-                precondition=preconditioner and preconditioner(W, X, lam)),
-            jit_compile=True)
+                precondition=preconditioner and preconditioner(W, X, lam)))
         for iterations in CHECKPOINTS:
             x = solve(rhs, tf.constant(iterations))
             row[f"{name}_residual_{iterations}"] = float(tf.norm(matvec(x) - rhs) / tf.norm(rhs))
@@ -71,15 +75,15 @@ def markdown(rows):
              f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}). "
              "Residuals ||Hx - c|| / ||c|| after 5 / 10 / 20 / 40 iterations; time of the full "
              "solve, preconditioner set-up included.", "",
-             "| T | n | m | k | dtype | support | "
+             "| T | n | m | k | dtype | active | support | "
              + " | ".join(f"{label} residuals" for _, label in METHODS) + " | "
              + " | ".join(f"{label} (ms)" for _, label in METHODS) + " |",
-             "|" + "---|" * (6 + 2 * len(METHODS))]
+             "|" + "---|" * (7 + 2 * len(METHODS))]
     for r in rows:
         residuals = lambda name: " / ".join(f"{r[f'{name}_residual_{i}']:.0e}"
                                             for i in CHECKPOINTS)
         lines.append(f"| {r['T']} | {r['n']} | {r['m']} | {r['k']} | {r['dtype']} | "
-                     f"{100 * r['support']:.0f}% | "
+                     f"{r['active']} | {100 * r['support']:.0f}% | "
                      + " | ".join(residuals(name) for name, _ in METHODS) + " | "
                      + " | ".join(f"{1e3 * r[f'{name}_s']:.1f}" for name, _ in METHODS) + " |")
     return "\n".join(lines) + "\n"
