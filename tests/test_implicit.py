@@ -184,3 +184,27 @@ def test_custom_root_default_solver_uses_autodiff_products():
         return tf.reduce_sum(generic(X, Y, lam)[0] ** 3)
 
     assert max(directional_check(loss_generic, [X, Y, lam], rng)) <= 1e-6
+
+
+def test_dense_solve_is_stable_in_float32_on_ill_conditioned_singular_jacobians():
+    """J^T u = c in the Tikhonov least-squares sense, J [400 x 400] with singular values from
+    1 down to 1e-4 and three exact zeros (an SVM dual fixed point with a degenerate face):
+    the float32 normal equations' Cholesky broke down there (NaN gradients mid-training)."""
+    rng = np.random.default_rng(9)
+    T, d = 2, 400
+    singular = np.concatenate([np.logspace(0, -4, d - 3), np.zeros(3)])
+    U = np.linalg.qr(rng.standard_normal((T, d, d)))[0]
+    V = np.linalg.qr(rng.standard_normal((T, d, d)))[0]
+    J = (U * singular) @ np.transpose(V, (0, 2, 1))
+    c = rng.standard_normal((T, d))
+
+    def optimality(sol, jacobian):
+        return tf.einsum("tij,tj->ti", jacobian, sol)
+
+    u = implicit.dense_solve(optimality, tf.constant(c, tf.float32), tf.zeros([T, d], tf.float32),
+                             (tf.constant(J, tf.float32),)).numpy()
+    regularizer = implicit.DENSE_SOLVE_REGULARIZER[tf.float32]
+    expected = np.linalg.solve(J @ np.transpose(J, (0, 2, 1)) + regularizer * np.eye(d),
+                               (J @ c[..., None]))[..., 0]
+    assert np.isfinite(u).all()
+    np.testing.assert_allclose(u, expected, atol=2e-3 * np.abs(expected).max())
