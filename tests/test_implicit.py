@@ -188,8 +188,9 @@ def test_custom_root_default_solver_uses_autodiff_products():
 
 def test_dense_solve_is_stable_in_float32_on_ill_conditioned_singular_jacobians():
     """J^T u = c in the Tikhonov least-squares sense, J [400 x 400] with singular values from
-    1 down to 1e-4 and three exact zeros (an SVM dual fixed point with a degenerate face):
-    the float32 normal equations' Cholesky broke down there (NaN gradients mid-training)."""
+    1 down to 1e-4 and three exact zeros (an SVM dual fixed point with a degenerate face).
+    The float32 normal equations miss this answer by far more than the tolerance (and broke
+    down with NaN gradients on a real 20-way Omniglot episode)."""
     rng = np.random.default_rng(9)
     T, d = 2, 400
     singular = np.concatenate([np.logspace(0, -4, d - 3), np.zeros(3)])
