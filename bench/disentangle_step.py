@@ -2,15 +2,18 @@
 
     python bench/disentangle_step.py                      # 64x64 and 32x32, lasso, 30 steps
     python bench/disentangle_step.py --image_sizes=32 --steps=20 --methods=lasso,ridge
+    python bench/disentangle_step.py --image_sizes=64 --jit_compile=true,false \
+        --precisions=float32,mixed_bfloat16
 
 For each image size and method, on the experiment's own objects
 (sdis_tf.experiments.disentangle, configs/disentangle.py with T = 8, n = 50):
 
 - bilevel: the training step (`DisentangleTrainer.train_on_batch`, one
-  tf.function, the loss and gradient XLA-compiled) on one fixed batch;
+  tf.function, the loss and gradient XLA-compiled or not: `train.jit_compile`)
+  on one fixed batch, for each `model.precision`;
 - supervised: the same encoder, batch and optimizer, regressing the true
   latents z directly, loss 1/2 mean ||f(x) - z||^2, also one tf.function with
-  the same XLA-compiled loss-and-gradient split;
+  the same loss-and-gradient split and the same compilation;
 - ratio = bilevel / supervised (target <= 1.5);
 - idle fraction: over `steps` steps of the real training loop (tf.data
   pipeline with prefetch -> train step), the time spent waiting for the next
@@ -43,15 +46,19 @@ from sdis_tf.experiments import disentangle  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SIZES = flags.DEFINE_list("image_sizes", ["64", "32"], "Image sizes to measure.")
 _METHODS = flags.DEFINE_list("methods", ["lasso"], "Methods to measure.")
+_JIT = flags.DEFINE_list("jit_compile", ["true"], "train.jit_compile values to measure.")
+_PRECISIONS = flags.DEFINE_list("precisions", ["float32"], "model.precision values to measure.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per measurement.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first.")
 _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "bench", "results"), "Output folder.")
 
 
-def _config(method: str, image_size: int):
+def _config(method: str, image_size: int, jit_compile: bool, precision: str):
     config = load_config(os.path.join(ROOT, "configs", "disentangle.py"), "cpu").to_dict()
     config["method"] = method
     config["data"]["image_size"] = image_size
+    config["train"]["jit_compile"] = jit_compile
+    config["model"]["precision"] = precision
     config["eval"].update(grid_points=16, train_points=16, num_tasks=1)
     return config
 
@@ -71,7 +78,7 @@ def _block(metrics):
     return {k: float(v) for k, v in metrics.items()}
 
 
-def _supervised_step(experiment):
+def _supervised_step(experiment, jit_compile: bool):
     """One tf.function step regressing z with the same encoder and optimizer."""
     encoder, optimizer = experiment.encoder, experiment.optimizer
 
@@ -82,7 +89,7 @@ def _supervised_step(experiment):
             loss = 0.5 * tf.reduce_mean(tf.square(codes - z))
         return loss, tape.gradient(loss, trainable), state
 
-    compiled = tf.function(loss_and_grads, jit_compile=True)
+    compiled = tf.function(loss_and_grads, jit_compile=jit_compile)
 
     @tf.function
     def step(x, z):
@@ -97,8 +104,9 @@ def _supervised_step(experiment):
     return step
 
 
-def measure(method: str, image_size: int, steps: int, warmup: int) -> dict:
-    config = _config(method, image_size)
+def measure(method: str, image_size: int, jit_compile: bool, precision: str, steps: int,
+            warmup: int) -> dict:
+    config = _config(method, image_size, jit_compile, precision)
     experiment = disentangle._Experiment(config, tf.distribute.get_strategy())
     raw = next(iter(pipeline.task_batches(
         experiment.source, num_tasks=8, num_samples=50, latents=experiment.latents,
@@ -106,7 +114,7 @@ def measure(method: str, image_size: int, steps: int, warmup: int) -> dict:
     batch = TaskBatch(disentangle.downsample(raw["x"], image_size), raw["y"])
     z = raw["z"]  # the true latents of the batch's images
     bilevel = _median_seconds(lambda: experiment.trainer.train_on_batch(batch), steps, warmup)
-    supervised_step = _supervised_step(experiment)
+    supervised_step = _supervised_step(experiment, jit_compile)
     supervised = _median_seconds(lambda: supervised_step(batch.x_support, z), steps, warmup)
     # The real loop: pipeline + step, counting the wait for each batch.
     for step in range(warmup):
@@ -115,15 +123,19 @@ def measure(method: str, image_size: int, steps: int, warmup: int) -> dict:
     for step in range(warmup, warmup + steps):
         waits += float(experiment.train_step(step)["input_wait"])
     total = time.perf_counter() - start
-    return {"method": method, "image_size": image_size, "bilevel_s": bilevel,
+    return {"method": method, "image_size": image_size, "jit_compile": jit_compile,
+            "precision": precision, "bilevel_s": bilevel,
             "supervised_s": supervised, "ratio": bilevel / supervised,
             "loop_step_s": total / steps, "idle_fraction": waits / total}
 
 
 def main(argv):
     del argv
-    rows = [measure(method, int(size), _STEPS.value, _WARMUP.value)
-            for size in _SIZES.value for method in _METHODS.value]
+    flag_bool = {"true": True, "false": False}
+    rows = [measure(method, int(size), flag_bool[jit.lower()], precision, _STEPS.value,
+                    _WARMUP.value)
+            for size in _SIZES.value for method in _METHODS.value for jit in _JIT.value
+            for precision in _PRECISIONS.value]
     info = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs)",
             "tensorflow": tf.__version__, "steps": _STEPS.value, "rows": rows}
     os.makedirs(_OUT.value, exist_ok=True)
@@ -131,13 +143,16 @@ def main(argv):
         json.dump(info, f, indent=2)
     lines = ["# Disentanglement step: bilevel vs supervised, input-pipeline idle time", "",
              f"`python bench/disentangle_step.py --image_sizes={','.join(_SIZES.value)} "
-             f"--methods={','.join(_METHODS.value)} --steps={_STEPS.value}`; {info['machine']}, "
+             f"--methods={','.join(_METHODS.value)} --jit_compile={','.join(_JIT.value)} "
+             f"--precisions={','.join(_PRECISIONS.value)} --steps={_STEPS.value}`; "
+             f"{info['machine']}, "
              f"TF {tf.__version__}; T = 8 tasks x n = 50 images; medians over {_STEPS.value} "
              "steps.",
-             "", "| method | image | bilevel step | supervised step | ratio | loop step | idle |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| method | image | XLA | precision | bilevel step | supervised step | ratio | "
+             "loop step | idle |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['image_size']}x{r['image_size']} | "
+                     f"{'yes' if r['jit_compile'] else 'no'} | {r['precision']} | "
                      f"{1e3 * r['bilevel_s']:.0f} ms | {1e3 * r['supervised_s']:.0f} ms | "
                      f"{r['ratio']:.2f} | {1e3 * r['loop_step_s']:.0f} ms | "
                      f"{100 * r['idle_fraction']:.1f}% |")

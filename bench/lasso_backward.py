@@ -12,8 +12,9 @@ random right-hand side on the support. Reports the relative residual
 solve (preconditioner set-up included; at most m k iterations, stopping at rtol 1e-6
 in float32, 1e-12 in float64) in a plain `tf.function`, where the C++ op's backward
 runs, best of `--repeats`. (`implicit.lasso_implicit` caps Woodbury PCG at 10
-iterations and uses it only for m <= 128 outside XLA, whose CPU Cholesky and LU are
-10-20x slower than TensorFlow's.)
+iterations and uses it only when no support in the batch exceeds 192 features, outside
+XLA, whose CPU Cholesky and LU are 10-20x slower than TensorFlow's. Woodbury works on the
+supports gathered into s = largest support rows per task.)
 """
 
 import argparse

@@ -33,6 +33,10 @@ LIBRARY_STEM = "sdis_ops"
 # them: 1.5x on the group-Lasso epochs); the CPU's signature is part of the cache key.
 OPT_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG")
 QUIET_FLAGS = ("-Wno-deprecated-declarations", "-Wno-interference-size")
+# The Eigen headers shipped with TensorFlow (2.21) do not compile with AVX512-FP16 enabled
+# (PacketMathFP16.h: "expected initializer before '<'" under g++ 12), which -march=native turns
+# on for Sapphire Rapids and newer Xeons; the op computes in float32/float64 and loses nothing.
+NO_FP16_FLAGS = ("-mno-avx512fp16",)
 
 _log = logging.getLogger("sdis_tf.custom_ops.build")
 
@@ -56,6 +60,11 @@ def _cpu_signature():
         return f"{platform.machine()} {platform.processor()}"
 
 
+def _cpu_flags():
+    """Flags that -march=native needs taken back on this CPU (see NO_FP16_FLAGS)."""
+    return NO_FP16_FLAGS if "avx512_fp16" in _cpu_signature().split() else ()
+
+
 def _tf_flags():
     """(TensorFlow version, compile flags, link flags incl. an rpath to the TF library)."""
     import tensorflow as tf
@@ -68,8 +77,8 @@ def _tf_flags():
 
 def _command(output, tf_compile, tf_link):
     sources = [str(s) for s in _sources()]
-    return [_compiler(), *OPT_FLAGS, *QUIET_FLAGS, *tf_compile, *sources, "-o", str(output),
-            *tf_link]
+    return [_compiler(), *OPT_FLAGS, *_cpu_flags(), *QUIET_FLAGS, *tf_compile, *sources,
+            "-o", str(output), *tf_link]
 
 
 def cache_key():
@@ -79,8 +88,8 @@ def cache_key():
     for source in _sources():
         digest.update(source.name.encode())
         digest.update(source.read_bytes())
-    for part in (version, _compiler(), *OPT_FLAGS, *QUIET_FLAGS, *tf_compile, *tf_link,
-                 _cpu_signature()):
+    for part in (version, _compiler(), *OPT_FLAGS, *_cpu_flags(), *QUIET_FLAGS, *tf_compile,
+                 *tf_link, _cpu_signature()):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]

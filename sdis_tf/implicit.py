@@ -167,10 +167,11 @@ def custom_root(optimality_fn, linear_solve=None):
     return decorator
 
 
-# Woodbury's set-up costs O(m^3) per task: a few ms for 64 tasks at m = 64 in TensorFlow's
-# (Eigen's) batched Cholesky and LU, but 10-20x more in XLA's CPU versions of the same
-# (bench/lasso_backward.py); there, and for wide problems, block-Jacobi preconditions.
-_WOODBURY_MAX_FEATURES = 128
+# Woodbury's set-up costs O(s^3) per task, s the largest support size in the batch: a few ms
+# for 64 tasks at s = 64 in TensorFlow's (Eigen's) batched Cholesky and LU, but 10-20x more in
+# XLA's CPU versions of the same (bench/lasso_backward.py); there, and for larger supports,
+# block-Jacobi preconditions.
+_WOODBURY_MAX_SUPPORT = 192
 # With an exact inverse (up to rounding) as preconditioner, CG reaches the attainable accuracy
 # in 2-3 iterations; in float32 a task with a tiny group norm (curvature lam / ||W_j|| ~ 1e4)
 # stalls at a residual ~1e-4 that more iterations do not lower, so they are capped.
@@ -181,17 +182,25 @@ def _lasso_linear_solve(cotangent, sol, args):
     """CG on the support-restricted Hessian with an explicit product (no autodiff in the
     loop). Preconditioned by Woodbury's exact inverse of that Hessian (CG then stops after
     a few iterations, however ill-conditioned the Hessian, e.g. a group-Lasso support larger
-    than n) when m <= `_WOODBURY_MAX_FEATURES` outside XLA; else by the inverse of its k x k
-    diagonal blocks (a group with a small norm has a large curvature lam / ||W_j|| across
-    its direction, which block-Jacobi scaling removes from the condition number)."""
+    than n) when no support of the batch exceeds `_WOODBURY_MAX_SUPPORT` features, outside
+    XLA; else by the inverse of its k x k diagonal blocks (a group with a small norm has a
+    large curvature lam / ||W_j|| across its direction, which block-Jacobi scaling removes
+    from the condition number)."""
     X, _, lam = args
     matvec = support_hessian_matvec(sol, X, lam)
-    m = sol.shape[1]
-    if m is not None and m <= _WOODBURY_MAX_FEATURES and not in_xla_context():
+
+    def block_jacobi_cg():
+        return conjugate_gradient(matvec, cotangent, max_iter=_system_size(sol),
+                                  precondition=support_hessian_block_inverse(sol, X, lam))
+
+    def woodbury_cg():
         return conjugate_gradient(matvec, cotangent, max_iter=_WOODBURY_MAX_ITERATIONS,
                                   precondition=support_hessian_inverse(sol, X, lam))
-    return conjugate_gradient(matvec, cotangent, max_iter=_system_size(sol),
-                              precondition=support_hessian_block_inverse(sol, X, lam))
+
+    if in_xla_context():
+        return block_jacobi_cg()
+    support = tf.reduce_sum(tf.cast(tf.reduce_any(sol != 0, axis=-1), tf.int32), axis=-1)
+    return tf.cond(tf.reduce_max(support) <= _WOODBURY_MAX_SUPPORT, woodbury_cg, block_jacobi_cg)
 
 
 def lasso_implicit(X, Y, lam, **solver_kwargs):

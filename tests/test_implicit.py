@@ -44,7 +44,11 @@ def test_lasso_gradient_matches_finite_differences(k):
     assert max(errors) <= 1e-5, errors
 
 
-def test_lasso_gradient_with_more_features_than_samples():
+@pytest.mark.parametrize("woodbury_max_support", [128, 0], ids=["woodbury", "block-jacobi"])
+def test_lasso_gradient_with_more_features_than_samples(woodbury_max_support, monkeypatch):
+    """Both preconditioners of the backward CG: Woodbury on the gathered supports, and
+    block-Jacobi once a support exceeds the threshold (here forced to 0)."""
+    monkeypatch.setattr(implicit, "_WOODBURY_MAX_SUPPORT", woodbury_max_support)
     rng = np.random.default_rng(11)
     X, Y = rng.standard_normal((2, 10, 30)), rng.standard_normal((2, 10, 2))
     lam = 0.2 * solvers.lasso_lambda_max(X, Y).numpy()

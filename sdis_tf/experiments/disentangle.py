@@ -65,7 +65,7 @@ from sdis_tf.data import latents as latents_lib
 from sdis_tf.data import pipeline, shapes3d
 from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.experiments import disentangle_eval
-from sdis_tf.models.conv4 import Conv4Encoder
+from sdis_tf.models.conv4 import PRECISIONS, Conv4Encoder
 from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
 from sdis_tf.train import bilevel, distribute, loop, schedules
 from sdis_tf.train.checkpoint import Checkpointer
@@ -99,6 +99,7 @@ SCHEMA = {
         "width": cs.POSITIVE,
         "hidden": cs.COUNT,
         "momentum": cs.Float(min=0.0, max=1.0, max_open=True),
+        "precision": cs.Choice(*PRECISIONS),
     },
     "head": {
         "diff": cs.Choice("implicit", "unroll"),

@@ -467,13 +467,31 @@ def support_hessian_block_inverse(W3, X, lam):
     return precondition
 
 
+def _support_first_permutation(mask):
+    """Per task, a permutation [T, m] of the features putting its support first, and s.
+
+    s >= the largest support size in the batch: the first s places hold every task's
+    support, then (for a smaller support) off-support features, whose `mask` is 0.
+    """
+    in_support = mask[..., 0]                                                # [T, m]
+    largest = tf.cast(tf.reduce_max(tf.reduce_sum(in_support, axis=-1)), tf.int32)
+    # Rounded up to a multiple of 8 (at most m): Eigen's batched factorisations run faster
+    # on such sizes (s = 62 took 1.25x the time of s = 64 at T = 512).
+    size = tf.minimum(tf.maximum(8 * ((largest + 7) // 8), 8), tf.shape(in_support)[1])
+    return tf.argsort(in_support, axis=-1, direction="DESCENDING", stable=True), size
+
+
 def support_hessian_inverse(W3, X, lam):
     r"""R -> H^{-1} R for the operator H of `support_hessian_matvec`, by Woodbury.
 
-    With G = X^T X / n, the support mask M, c_j = lam / ||W_j|| and u_j = W_j / ||W_j||
-    on the support (c_j = 0, u_j = 0 off it), H acts on V [m, k] as
+    Off the support H is the identity, so only the support rows need work: they
+    are gathered into s rows per task (the largest support in the batch, rounded up to 8),
+    which makes the cost O(n m s + s^3) instead of O(n m^2 + m^3). There, with
+    G = X_S^T X_S / n, c_j = lam / ||W_j|| and u_j = W_j / ||W_j||, H acts on V [s, k] as
 
-        H V = A V - U C U^T V,   A = M G M + diag(c) + (I - M)   (m x m, shared by the k columns),
+        H V = A V - U C U^T V,   A = G + diag(c)   (s x s, shared by the k columns;
+                                                     identity rows where a task's support
+                                                     is shorter than s),
 
     where U C U^T V has rows c_j (u_j . V_j) u_j: the group-norm curvature
     c_j (I - u_j u_j^T) is c_j I minus a rank-one term per group. Then
@@ -481,25 +499,31 @@ def support_hessian_inverse(W3, X, lam):
         H^{-1} R = Z + A^{-1} U S^{-1} U^T Z,   Z = A^{-1} R,
         S = C^{-1} - U^T A^{-1} U,   S_ij = delta_ij / c_j - (u_i . u_j) (A^{-1})_ij,
 
-    two m x m factorisations per task instead of a (m k) x (m k) one. (k = 1: the
+    two s x s factorisations per task instead of a (s k) x (s k) one. (k = 1: the
     curvature vanishes and H = A with c = 0.) A gets a relative jitter of
-    sqrt(machine epsilon) so a singular M G M (k = 1 with a support larger than n)
+    sqrt(machine epsilon) so a singular G (k = 1 with a support larger than n)
     stays invertible; S is positive definite whenever H is, and is factorised by
     LU. For c_j >> ||X_j||^2 / n the correction cancels most of A's diagonal, so in
     float32 this is a preconditioner (exact up to rounding), not a solver: the
-    backward's CG uses it and converges in a few iterations. O(n m^2 + m^3) per task.
+    backward's CG uses it and converges in a few iterations.
     """
     dtype = W3.dtype
     n = _batch.num_samples(X)
-    m, k = tf.shape(W3)[1], W3.shape[-1]
-    norms = safe_norm(W3, axis=-1, keepdims=True)                             # [T, m, 1]
-    mask = tf.cast(norms > 0, dtype)
-    curved = mask * tf.cast(lam[:, None, None] > 0, dtype) if k != 1 else tf.zeros_like(mask)
+    k = W3.shape[-1]
+    mask = tf.cast(safe_norm(W3, axis=-1, keepdims=True) > 0, dtype)         # [T, m, 1]
+    permutation, size = _support_first_permutation(mask)                   # [T, m], s
+    order = permutation[:, :size]                                           # [T, s]
+    restore = tf.argsort(permutation, axis=-1)                              # its inverse
+    W_s = tf.gather(W3, order, axis=1, batch_dims=1)                        # [T, s, k]
+    X_s = tf.gather(X, order, axis=2, batch_dims=1)                         # [T, n, s]
+    norms = safe_norm(W_s, axis=-1, keepdims=True)
+    mask_s = tf.cast(norms > 0, dtype)
+    curved = mask_s * tf.cast(lam[:, None, None] > 0, dtype) if k != 1 else tf.zeros_like(mask_s)
     curvature = tf.math.divide_no_nan(lam[:, None, None] * curved, norms)      # c_j
-    unit = W3 * tf.math.divide_no_nan(curved, norms)                          # u_j, 0 if c_j = 0
-    gram = tf.linalg.matmul(X, X, transpose_a=True) / n
-    support_gram = gram * mask * tf.linalg.matrix_transpose(mask)
-    diagonal = curvature[..., 0] + 1 - mask[..., 0]
+    unit = W_s * tf.math.divide_no_nan(curved, norms)                         # u_j, 0 if c_j = 0
+    gram = tf.linalg.matmul(X_s, X_s, transpose_a=True) / n
+    support_gram = gram * mask_s * tf.linalg.matrix_transpose(mask_s)
+    diagonal = curvature[..., 0] + 1 - mask_s[..., 0]
     relative_jitter = tf.experimental.numpy.finfo(dtype.as_numpy_dtype).eps ** 0.5
     jitter = tf.constant(relative_jitter, dtype) * tf.reduce_mean(
         tf.linalg.diag_part(support_gram) + diagonal, axis=-1)
@@ -507,17 +531,23 @@ def support_hessian_inverse(W3, X, lam):
                            + jitter[:, None])
     cholesky = tf.linalg.cholesky(A)
     if k == 1:
-        return lambda R: mask * tf.linalg.cholesky_solve(cholesky, R) + (1 - mask) * R
-    identity = tf.eye(m, batch_shape=tf.shape(W3)[:1], dtype=dtype)
-    A_inverse = tf.linalg.cholesky_solve(cholesky, identity)
-    inverse_curvature = tf.where(curved > 0, tf.math.divide_no_nan(1.0, curvature), 1.0)
-    capacitance = (tf.linalg.diag(inverse_curvature[..., 0])
-                   - tf.linalg.matmul(unit, unit, transpose_b=True) * A_inverse)
-    capacitance_inverse = tf.linalg.solve(capacitance, identity)
+        solve_support = lambda R_s: tf.linalg.cholesky_solve(cholesky, R_s)
+    else:
+        identity = tf.eye(tf.shape(W_s)[1], batch_shape=tf.shape(W_s)[:1], dtype=dtype)
+        A_inverse = tf.linalg.cholesky_solve(cholesky, identity)
+        inverse_curvature = tf.where(curved > 0, tf.math.divide_no_nan(1.0, curvature), 1.0)
+        capacitance = (tf.linalg.diag(inverse_curvature[..., 0])
+                       - tf.linalg.matmul(unit, unit, transpose_b=True) * A_inverse)
+        capacitance_inverse = tf.linalg.solve(capacitance, identity)
+
+        def solve_support(R_s):
+            Z = tf.linalg.matmul(A_inverse, R_s)
+            along_unit = tf.reduce_sum(unit * Z, axis=-1, keepdims=True)     # U^T Z  [T, s, 1]
+            weights = tf.linalg.matmul(capacitance_inverse, along_unit)
+            return Z + tf.linalg.matmul(A_inverse, weights * unit)
 
     def inverse(R):
-        Z = tf.linalg.matmul(A_inverse, R)
-        along_unit = tf.reduce_sum(unit * Z, axis=-1, keepdims=True)         # U^T Z  [T, m, 1]
-        weights = tf.linalg.matmul(capacitance_inverse, along_unit)
-        return mask * (Z + tf.linalg.matmul(A_inverse, weights * unit)) + (1 - mask) * R
+        R_s = tf.gather(R, order, axis=1, batch_dims=1)
+        padded = tf.pad(mask_s * solve_support(R_s), [[0, 0], [0, tf.shape(R)[1] - size], [0, 0]])
+        return tf.gather(padded, restore, axis=1, batch_dims=1) + (1 - mask) * R
     return inverse

@@ -49,12 +49,12 @@ def _batch(query: bool) -> TaskBatch:
     return TaskBatch(x[:, :SAMPLES], y[:, :SAMPLES], x[:, SAMPLES:], y[:, SAMPLES:])
 
 
-def _trainer(method, strategy, learning_rate=1e-3, eps=0.1):
+def _trainer(method, strategy, learning_rate=1e-3, eps=0.1, precision="float32"):
     config = _config().to_dict()
     config.update(method=method, eps=eps)
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        encoder = Conv4Encoder(6, width=0.25, hidden=16)
+        encoder = Conv4Encoder(6, width=0.25, hidden=16, precision=precision)
         encoder(tf.zeros([1, SIZE, SIZE, 3]), training=False)
         optimizer = keras.optimizers.Adam(learning_rate)
         optimizer.build(encoder.trainable_variables)
@@ -65,7 +65,7 @@ def _trainer(method, strategy, learning_rate=1e-3, eps=0.1):
 
 
 def test_presets_are_valid():
-    for preset in ("", "cpu", "tiny"):
+    for preset in ("", "cpu", "cpu64", "tiny"):
         assert config_schema.check(_config(preset), disentangle.SCHEMA,
                                    disentangle.CONSTRAINTS) == []
     config = _config("tiny")
@@ -110,13 +110,18 @@ def test_step_under_default_and_mirrored_strategies_agree():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("method,query", [("lasso", False), ("outer_lasso", True),
-                                          ("ridge", True)])
-def test_a_few_steps_lower_the_outer_loss(method, query):
+@pytest.mark.parametrize("method,query,precision", [
+    ("lasso", False, "float32"), ("outer_lasso", True, "float32"), ("ridge", True, "float32"),
+    ("lasso", False, "mixed_bfloat16")])
+def test_a_few_steps_lower_the_outer_loss(method, query, precision):
     batch = _batch(query)
-    trainer, _ = _trainer(method, tf.distribute.get_strategy(), learning_rate=3e-3)
-    losses = [float(trainer.train_on_batch(batch)["loss"]) for _ in range(8)]
-    assert losses[-1] < 0.8 * losses[0], losses
+    trainer, _ = _trainer(method, tf.distribute.get_strategy(), learning_rate=3e-3,
+                          precision=precision)
+    losses = [float(trainer.train_on_batch(batch)["loss"]) for _ in range(12)]
+    # The last three steps' mean: outer-Lasso's loss (with its non-smooth penalty on the
+    # task weights) zigzags at this learning rate, and one step's value depends on the CPU's
+    # rounding (a Sapphire Rapids machine gave 0.13 -> 0.46 -> 0.07 -> 0.12 in 8 steps).
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
 
 
 def test_outer_penalties_match_their_formulas():

@@ -311,6 +311,16 @@ def test_build_cache_key_follows_the_sources_and_the_cpu(tmp_path, monkeypatch):
     assert build.cache_key() != key
 
 
+def test_build_turns_avx512_fp16_off_only_where_the_cpu_has_it(monkeypatch):
+    """TensorFlow's Eigen headers fail to compile with AVX512-FP16 on (newer Xeons)."""
+    build = lasso_op_module._build_module()
+    for flags, expected in (("fpu avx512f avx512_fp16 amx_bf16", True), ("fpu avx2 fma", False)):
+        monkeypatch.setattr(build, "_cpu_signature", lambda f=flags: f"flags\t\t: {f}\n")
+        command = build._command("out.so", ["-I/tf"], ["-L/tf"])
+        assert ("-mno-avx512fp16" in command) is expected, command
+        assert command.index("-march=native") < command.index("-I/tf")
+
+
 def test_missing_library_warns_once_and_lasso_op_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(lasso_op_module, "_BUILD_SCRIPT", tmp_path / "build.py")
     monkeypatch.setitem(lasso_op_module._state, "module", None)
