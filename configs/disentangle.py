@@ -9,7 +9,8 @@ One method and one eps per run:
     # the 2-core CPU preset (32x32 renders, smaller budget), rho = 0.9, alpha = 1:
     python main.py --config=configs/disentangle.py:cpu --config.method=lasso --workdir=runs/cl
     python main.py --config=configs/disentangle.py:cpu --config.method=ridge --workdir=runs/cr
-    # the paper's 64x64 images on 2 CPU cores (9,000 steps, ~37 min; docs/disentangle.md):
+    # the paper's 64x64 images on 2 CPU cores (9,000 steps: ~11-15 min alone, ~37 min with two
+    # runs sharing the cores; docs/disentangle.md):
     python main.py --config=configs/disentangle.py:cpu64 --config.method=lasso --workdir=runs/c64
     # any labelled-factor file (dSprites npz, your own npz / h5; docs/factor_datasets.md):
     python main.py --config=configs/disentangle.py:cpu --config.data.path=dsprites.npz \
