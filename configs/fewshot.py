@@ -19,6 +19,10 @@ episodes every epoch, test on 1000 episodes each of 5-way 1-shot and 5-shot
 (`eval.settings`).
 CIFAR-FS / FC100: --config.data.dataset=CIFAR-FS --config.data.image_size=32
 --config.model.dropblock_size=2.
+
+A trained backbone with other heads (MetaOptNet's test with another head; no training):
+--config.eval.backbone_from=runs/X/<run> restores that run's backbone into every run of
+`methods` (and every sparse eps), which are validated and tested as usual.
 """
 
 import ml_collections
@@ -51,7 +55,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         epochs=60, steps_per_epoch=1000, episodes_per_batch=8, label_smoothing=0.1,
         jit_compile=False))
     config.eval = ml_collections.ConfigDict(dict(
-        val_episodes=2000, test_episodes=1000, batch_episodes=8, settings=("5w1s", "5w5s")))
+        val_episodes=2000, test_episodes=1000, batch_episodes=8, settings=("5w1s", "5w5s"),
+        backbone_from=""))
     config.checkpoint_every_steps = 500
     config.log_every_seconds = 30.0
 

@@ -21,6 +21,14 @@ mean accuracy +- 1.96 std / sqrt(N) over episodes (MetaOptNet's test script
 divided by sqrt(i+1)), the mean fraction of features an episode's head uses,
 and each feature's usage (the fraction of test episodes whose W_:j != 0).
 
+Testing a trained backbone with other heads (`eval.backbone_from` = a run directory,
+workdir/<run>): no training; every run restores that run's latest backbone checkpoint
+(weights and batch-norm statistics), is validated once (its only metrics record, at the
+source's step) and tested with its own head. A head's lam1 can so be chosen on the
+validation classes for a backbone trained at another lam1 (or with another head). The
+heads' logit scale keeps its initial value: it multiplies the logits and changes no
+prediction nor support.
+
 Outputs: workdir/<run>/{metrics.jsonl, result.json, checkpoints, ...},
 workdir/result.json (all runs), workdir/fewshot.png (Fig. 5 layout: sorted
 feature usage per lam1, and test accuracy vs mean fraction of features used;
@@ -34,6 +42,7 @@ import json
 import math
 import os
 import re
+import time
 
 import keras
 import numpy as np
@@ -139,7 +148,7 @@ SCHEMA = {
         "jit_compile": cs.Bool(),
     },
     "eval": {"val_episodes": cs.COUNT, "test_episodes": cs.COUNT, "batch_episodes": cs.COUNT,
-             "settings": cs.Tuple(_Setting(), unique=True)},
+             "settings": cs.Tuple(_Setting(), unique=True), "backbone_from": _Text()},
     "checkpoint_every_steps": cs.COUNT,
     "log_every_seconds": cs.NONNEGATIVE,
 }
@@ -175,7 +184,31 @@ def _cross_field(config: dict) -> list[str]:
                         "the path of Lake et al.'s all_runs.zip, or '' to skip the benchmark")
     if model["name"] == "resnet12" and len(model["channels"]) != 4:
         problems.append("config.model.channels must have 4 widths for resnet12")
+    if config["eval"]["backbone_from"]:
+        problems += _backbone_source_problems(config)
     return problems
+
+
+def _backbone_source_problems(config: dict) -> list[str]:
+    """What keeps `eval.backbone_from` from giving this config's backbone (empty if nothing)."""
+    source = config["eval"]["backbone_from"]
+    field = f"config.eval.backbone_from = {source!r}"
+    allowed = ("allowed: '' (train), or the directory of one finished or checkpointed run "
+               "(workdir/<run>, holding config.json and checkpoints/) with the same "
+               "config.model and image size")
+    config_path = os.path.join(source, CONFIG)
+    if not os.path.isfile(config_path) or not tf.train.latest_checkpoint(
+            os.path.join(source, CHECKPOINTS)):
+        return [f"{field} holds no config.json and checkpoint; {allowed}"]
+    with open(config_path) as f:
+        trained = json.load(f)
+    ours = json.loads(json.dumps({"model": config["model"],
+                                  "image_size": config["data"]["image_size"]}))
+    theirs = {"model": trained.get("model"), "image_size": trained.get("data", {}).get(
+        "image_size")}
+    differ = [key for key in ("model", "image_size") if ours[key] != theirs[key]]
+    return [f"{field} was trained with {key} {theirs[key]!r}, this config has {ours[key]!r}; "
+            f"{allowed}" for key in differ]
 
 
 CONSTRAINTS = (_cross_field,)
@@ -373,30 +406,60 @@ def train_and_evaluate(config: dict, name: str, method: str, eps, workdir: str,
         logging.info("[%s] finished run found in %s: not redone", name, workdir)
         return stored
     experiment = _Experiment(config, method, eps, strategy)
-    checkpointer = Checkpointer(
-        os.path.join(workdir, CHECKPOINTS), chief=chief, worker=distribute.worker_id(strategy),
-        model=experiment.backbone, head=experiment.head, optimizer=experiment.optimizer)
-    train = config["train"]
-    final = loop.fit(
-        train_step=experiment.trainer.train_step, evaluate=experiment.evaluate,
-        checkpointer=checkpointer, rundir=rundir,
-        total_steps=train["epochs"] * train["steps_per_epoch"],
-        eval_every_steps=train["steps_per_epoch"],
-        checkpoint_every_steps=config["checkpoint_every_steps"],
-        log_every_seconds=config["log_every_seconds"], name=name)
+    source = config["eval"]["backbone_from"]
+    if source:
+        final = _validate_restored_backbone(experiment, source, rundir, name)
+    else:
+        checkpointer = Checkpointer(
+            os.path.join(workdir, CHECKPOINTS), chief=chief,
+            worker=distribute.worker_id(strategy), model=experiment.backbone,
+            head=experiment.head, optimizer=experiment.optimizer)
+        train = config["train"]
+        final = loop.fit(
+            train_step=experiment.trainer.train_step, evaluate=experiment.evaluate,
+            checkpointer=checkpointer, rundir=rundir,
+            total_steps=train["epochs"] * train["steps_per_epoch"],
+            eval_every_steps=train["steps_per_epoch"],
+            checkpoint_every_steps=config["checkpoint_every_steps"],
+            log_every_seconds=config["log_every_seconds"], name=name)
+    start = time.monotonic()
     result = {"run": name, "method": method, "eps": eps, **final, **experiment.test()}
+    result["test_seconds"] = time.monotonic() - start
     rundir.write_result(result)
     rundir.close()
     return result
 
 
+def _validate_restored_backbone(experiment: _Experiment, source: str, rundir: RunDir,
+                                name: str) -> dict:
+    """Restores the backbone (weights and batch-norm statistics) from the latest checkpoint
+    of the run in `source`, validates it with this run's head, and records that evaluation
+    as the run's only one (at the source's step); returns the record, which names the
+    checkpoint ("backbone_from")."""
+    checkpoint = tf.train.latest_checkpoint(os.path.join(source, CHECKPOINTS))
+    step = tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(model=experiment.backbone, step=step).restore(
+        checkpoint).expect_partial().assert_existing_objects_matched()
+    logging.info("[%s] backbone restored from %s (step %d); not trained", name, checkpoint,
+                 int(step))
+    start = time.monotonic()
+    scalars, _ = experiment.evaluate()
+    metrics = {f"eval/{k}": v for k, v in scalars.items()}
+    rundir.truncate_metrics(-1)
+    rundir.write_summaries(int(step), metrics)
+    record = rundir.append_metrics(int(step), time.time(),
+                                   {"elapsed": time.monotonic() - start, **metrics})
+    return {**record, "backbone_from": checkpoint}
+
+
 def format_table(results: list[dict]) -> str:
     """One row per run: test accuracy +- 95% CI (%) and features used (%) per setting,
-    Lake's error (%) when measured, and the run time."""
+    Lake's error (%) when measured, the run's training (and validation) time and its test
+    time (blank in results from before test times were recorded)."""
     settings = results[0]["settings"] if results else []
     lake = any("lake/error" in r for r in results)
     header = [f"{'run':<20}"] + [f"{s + ' acc (%)':>16} {'used':>6}" for s in settings]
-    header += [f"{'Lake err (%)':>12}"] * lake + [f"{'time':>8}"]
+    header += [f"{'Lake err (%)':>12}"] * lake + [f"{'time':>8}", f"{'test':>8}"]
     lines = [" ".join(header)]
     for r in results:
         row = [f"{r['run']:<20}"]
@@ -406,6 +469,8 @@ def format_table(results: list[dict]) -> str:
         if lake:
             row.append(f"{r.get('lake/error', float('nan')):>12.2f}")
         row.append(f"{progress.format_duration(r['elapsed']):>8}")
+        test_time = progress.format_duration(r["test_seconds"]) if "test_seconds" in r else ""
+        row.append(f"{test_time:>8}")
         lines.append(" ".join(row))
     return "\n".join(lines)
 

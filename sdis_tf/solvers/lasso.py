@@ -481,6 +481,14 @@ def _support_first_permutation(mask):
     return tf.argsort(in_support, axis=-1, direction="DESCENDING", stable=True), size
 
 
+# Relative jitter on the diagonal of `support_hessian_inverse`'s A (times its mean diagonal).
+# It must exceed the rounding of a Cholesky of a singular PSD matrix (~ s eps relative) and
+# stay small, since it is the error of a single application: float64's 1e-12 leaves a
+# relative residual ~1e-11, so the backward's CG (rtol 1e-12) stops after one iteration
+# (3-4 with sqrt(eps) = 1.5e-8); float32 keeps sqrt(eps) = 3.5e-4, well above s eps.
+_JITTER = {tf.float64: 1e-12, tf.float32: 3.5e-4}
+
+
 def support_hessian_inverse(W3, X, lam):
     r"""R -> H^{-1} R for the operator H of `support_hessian_matvec`, by Woodbury.
 
@@ -499,13 +507,14 @@ def support_hessian_inverse(W3, X, lam):
         H^{-1} R = Z + A^{-1} U S^{-1} U^T Z,   Z = A^{-1} R,
         S = C^{-1} - U^T A^{-1} U,   S_ij = delta_ij / c_j - (u_i . u_j) (A^{-1})_ij,
 
-    two s x s factorisations per task instead of a (s k) x (s k) one. (k = 1: the
-    curvature vanishes and H = A with c = 0.) A gets a relative jitter of
-    sqrt(machine epsilon) so a singular G (k = 1 with a support larger than n)
-    stays invertible; S is positive definite whenever H is, and is factorised by
-    LU. For c_j >> ||X_j||^2 / n the correction cancels most of A's diagonal, so in
-    float32 this is a preconditioner (exact up to rounding), not a solver: the
-    backward's CG uses it and converges in a few iterations.
+    two s x s factorisations per task instead of a (s k) x (s k) one (A by Cholesky and
+    explicitly inverted for S, S by LU, applied by two triangular solves; inverting S too
+    would cost an s x s solve with s right-hand sides). (k = 1: the curvature vanishes and
+    H = A with c = 0.) A gets a relative jitter `_JITTER[dtype]` so a singular G (k = 1
+    with a support larger than n, duplicated columns) stays factorisable; S is positive
+    definite whenever H is. For c_j >> ||X_j||^2 / n the correction cancels most of A's
+    diagonal, so in float32 this is a preconditioner (exact up to rounding), not a
+    solver: the backward's CG uses it and converges in a few iterations.
     """
     dtype = W3.dtype
     n = _batch.num_samples(X)
@@ -524,8 +533,7 @@ def support_hessian_inverse(W3, X, lam):
     gram = tf.linalg.matmul(X_s, X_s, transpose_a=True) / n
     support_gram = gram * mask_s * tf.linalg.matrix_transpose(mask_s)
     diagonal = curvature[..., 0] + 1 - mask_s[..., 0]
-    relative_jitter = tf.experimental.numpy.finfo(dtype.as_numpy_dtype).eps ** 0.5
-    jitter = tf.constant(relative_jitter, dtype) * tf.reduce_mean(
+    jitter = tf.constant(_JITTER.get(dtype, _JITTER[tf.float32]), dtype) * tf.reduce_mean(
         tf.linalg.diag_part(support_gram) + diagonal, axis=-1)
     A = tf.linalg.set_diag(support_gram, tf.linalg.diag_part(support_gram) + diagonal
                            + jitter[:, None])
@@ -538,12 +546,12 @@ def support_hessian_inverse(W3, X, lam):
         inverse_curvature = tf.where(curved > 0, tf.math.divide_no_nan(1.0, curvature), 1.0)
         capacitance = (tf.linalg.diag(inverse_curvature[..., 0])
                        - tf.linalg.matmul(unit, unit, transpose_b=True) * A_inverse)
-        capacitance_inverse = tf.linalg.solve(capacitance, identity)
+        capacitance_lu, capacitance_pivots = tf.linalg.lu(capacitance)
 
         def solve_support(R_s):
             Z = tf.linalg.matmul(A_inverse, R_s)
             along_unit = tf.reduce_sum(unit * Z, axis=-1, keepdims=True)     # U^T Z  [T, s, 1]
-            weights = tf.linalg.matmul(capacitance_inverse, along_unit)
+            weights = tf.linalg.lu_solve(capacitance_lu, capacitance_pivots, along_unit)
             return Z + tf.linalg.matmul(A_inverse, weights * unit)
 
     def inverse(R):

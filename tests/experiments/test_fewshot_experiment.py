@@ -229,3 +229,39 @@ def test_results_from_before_test_settings_are_read_as_the_config_setting(tmp_pa
     [result] = fewshot.collect_results(str(tmp_path))
     assert result["settings"] == ["5w5s"] and result["test/5w5s/accuracy"] == 0.98
     assert "test/accuracy" not in result and "98.00 +- 0.20" in fewshot.format_table([result])
+
+
+def test_a_trained_backbone_is_tested_with_other_heads(tiny, tmp_path):
+    workdir, _ = tiny
+    config = _config()
+    config.methods = ("sparse_svm", "proto")
+    config.heads.sparse_svm.eps = (0.3, 0.1)
+    config.eval.backbone_from = os.path.join(workdir, "proto")
+    retest = str(tmp_path / "retest")
+    table = experiments.run(config, retest)
+    assert [line.split()[0] for line in table.splitlines()[1:]] == \
+        ["sparse_svm_eps0.3", "sparse_svm_eps0.1", "proto"]
+    with open(os.path.join(workdir, "proto", "result.json")) as f:
+        trained = json.load(f)
+    with open(os.path.join(retest, "proto", "result.json")) as f:
+        restored = json.load(f)
+    # the same backbone, head and episodes: the same test, without a step of training
+    for key in ("test/3w1s/accuracy", "test/2w1s/accuracy", "eval/accuracy"):
+        assert restored[key] == pytest.approx(trained[key], abs=1e-6)
+    assert restored["backbone_from"].endswith(os.path.join("proto", "checkpoints", "ckpt-4"))
+    assert [r["step"] for r in _records(retest, "proto")] == [4]
+    assert not os.path.exists(os.path.join(retest, "proto", "checkpoints"))
+    with open(os.path.join(retest, "sparse_svm_eps0.1", "result.json")) as f:
+        sparse = json.load(f)
+    assert 0.0 < sparse["test/3w1s/features_used"] <= 1.0 and sparse["eps"] == 0.1
+    assert sparse["test_seconds"] > 0.0
+
+    config.eval.backbone_from = str(tmp_path / "nowhere")
+    with pytest.raises(config_schema.ConfigError, match="holds no config.json and checkpoint"):
+        experiments.run(config, str(tmp_path / "bad"))
+    config.eval.backbone_from = os.path.join(workdir, "proto")
+    config.model.channels = (4, 8)
+    with pytest.raises(config_schema.ConfigError) as error:
+        experiments.run(config, str(tmp_path / "bad"))
+    assert "was trained with model" in str(error.value) and "'channels': [4, 4]" in str(error.value)
+    assert not os.path.exists(tmp_path / "bad")
