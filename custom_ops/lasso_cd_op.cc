@@ -22,7 +22,22 @@
 //     <= 0.3 x the outer violation (skglm's rule) or the epoch budget is spent; every K+1
 //     epochs an Anderson extrapolation of the last iterates is tried (skglm, K = 5) and kept
 //     when it lowers the objective (it halves the epochs in bench/solvers_op.py's problems).
+//   Plain Lasso (k = 1) only: a sign-fixed least-squares step on the support (below), after
+//     the inner loop and inside it once the support and signs have held for kStableEpochs
+//     epochs, finishes in one step what the epochs approach geometrically (at n = 50, m = 64:
+//     18 epochs per task on average instead of 48).
 //   Columns with ||X_j|| = 0 are skipped and get W_j = 0.
+//
+// Support solve (k = 1). On the orthant of the current signs sigma over the support S (W = 0
+// off S) the objective is the quadratic q(w) = 1/(2n) ||y - X_S w||^2 + lam sigma^T w, whose
+// minimiser solves (X_S^T X_S) w = X_S^T y - n lam sigma (Cholesky of X_S^T X_S gathered from
+// the Gram of the cached columns; skipped when |S| > n or the Cholesky fails). If that point
+// keeps the signs it is taken; otherwise the step goes from W towards it up to the first
+// coordinate that reaches 0 (which leaves the support).
+// Both stay in the closed orthant, where P = q and q decreases along the segment (convex,
+// minimised at its end), so in exact arithmetic P never rises; the step is kept only if the
+// objective computed from the new residual is lower. When the support and signs are those of
+// the solution this is the solution, and the next gap check stops the task.
 //
 // Dual point and gap. With s = max_j ||X_j^T R|| and alpha = min(1, n lam / s) the dual point is
 // theta = alpha R / (n lam), feasible (||X_j^T theta|| <= 1), and
@@ -81,11 +96,16 @@ struct Options {
   int64_t p0;
   bool screen;
   int64_t anderson;
+  bool support_solve;
 };
 
 // Inner epochs stop once the violation is below this fraction of the outer one (skglm's 0.3;
 // 0.01 measured no faster once Anderson extrapolation is on).
 constexpr double kInnerRatio = 0.3;
+
+// The support solve (k = 1) is also tried inside the inner loop once the support and signs
+// have not changed for this many epochs in a row.
+constexpr int64_t kStableEpochs = 2;
 
 struct TaskStats {
   double gap;
@@ -139,12 +159,21 @@ class TaskSolver {
       const double outer_viol = BuildWorkingSet(w, lam);
       const S tol_in = static_cast<S>(kInnerRatio * outer_viol);
       history_ = 0;
+      const bool support_solve = opt_.support_solve && k_ == 1;
+      bool solved = false;
+      int64_t stable_epochs = 0;  // epochs in a row that kept the support and signs
       do {
         const S viol = Epoch(w, static_cast<S>(lam));
         ++stats.epochs;
         if (viol <= tol_in) break;
+        stable_epochs = pattern_changed_ ? 0 : stable_epochs + 1;
+        if (support_solve && stable_epochs == kStableEpochs && SupportSolve(w, lam)) {
+          solved = true;
+          break;
+        }
         if (opt_.anderson > 0) Extrapolate(w, lam);
       } while (stats.epochs < opt_.max_epochs);
+      if (support_solve && !solved) SupportSolve(w, lam);
     }
     return stats;
   }
@@ -181,6 +210,14 @@ class TaskSolver {
     }
     for (int64_t i = 0; i < n_; ++i) {
       for (int64_t l = 0; l < k_; ++l) yd_[l * n_ + i] = y[i * k_ + l];
+    }
+    gram_columns_ = 0;
+    if (opt_.support_solve && k_ == 1) {
+      xty_.assign(m_, 0.0);
+      for (int64_t i = 0; i < n_; ++i) {
+        const S* xi = x + i * m_;
+        for (int64_t j = 0; j < m_; ++j) xty_[j] += static_cast<double>(xi[j]) * yd_[i];
+      }
     }
   }
 
@@ -324,6 +361,7 @@ class TaskSolver {
   S Epoch(S* w, S lam) {
     const S inv_n = S(1) / static_cast<S>(n_);
     S max_viol = S(0);
+    pattern_changed_ = false;
     S* g = gbuf_.data();
     S* v = vbuf_.data();
     for (int64_t j : ws_) {
@@ -355,6 +393,9 @@ class TaskSolver {
       if (viol > max_viol) max_viol = viol;
       const S vn = std::sqrt(vn2);
       const S shrink = vn > thr_[j] ? S(1) - thr_[j] / vn : S(0);
+      if ((wn2 > S(0)) != (shrink > S(0)) || (k_ == 1 && wj[0] * v[0] < S(0))) {
+        pattern_changed_ = true;
+      }
       for (int64_t l = 0; l < k_; ++l) {
         const S delta = shrink * v[l] - wj[l];
         if (delta == S(0)) continue;
@@ -364,6 +405,70 @@ class TaskSolver {
       }
     }
     return max_viol;
+  }
+
+  // The sign-fixed least-squares step on the support (k = 1; header comment). Returns true when
+  // the full step was taken (the minimiser kept the signs); W and the residual are updated
+  // whenever the step lowers the objective.
+  bool SupportSolve(S* w, double lam) {
+    const double nd = static_cast<double>(n_);
+    support_.clear();
+    for (int64_t j = 0; j < m_; ++j) {
+      if (active_[j] == kActive && w[j] != S(0)) support_.push_back(j);
+    }
+    const int64_t s = static_cast<int64_t>(support_.size());
+    if (s == 0 || s > n_) return false;
+    UpdateCacheGram();
+    gram_.resize(s, s);
+    Eigen::VectorXd w_now(s), rhs(s);
+    for (int64_t a = 0; a < s; ++a) {
+      for (int64_t b = 0; b <= a; ++b) {
+        gram_(a, b) = cache_gram_(slot_[support_[a]], slot_[support_[b]]);
+      }
+      w_now(a) = w[support_[a]];
+      rhs(a) = xty_[support_[a]] - nd * lam * (w_now(a) > 0.0 ? 1.0 : -1.0);
+    }
+    const Eigen::LLT<Eigen::MatrixXd, Eigen::Lower> llt(gram_);
+    if (llt.info() != Eigen::Success) return false;
+    Eigen::VectorXd w_new = llt.solve(rhs);
+    if (!w_new.allFinite()) return false;
+    double step = 1.0;  // towards w_new, up to the first sign change
+    for (int64_t a = 0; a < s; ++a) {
+      if (w_new(a) * w_now(a) <= 0.0) step = std::min(step, w_now(a) / (w_now(a) - w_new(a)));
+    }
+    w_new = w_now + step * (w_new - w_now);
+    Eigen::VectorXd r_new = Eigen::Map<const Eigen::VectorXd>(yd_.data(), n_);
+    for (int64_t a = 0; a < s; ++a) {
+      // the coordinates the step brought to 0 (up to rounding) leave the support exactly
+      if (w_new(a) * w_now(a) <= 0.0 || std::abs(w_new(a)) <= 1e-12 * std::abs(w_now(a))) {
+        w_new(a) = 0.0;
+      }
+      const Eigen::Map<const Vector> column(Column(support_[a]), n_);
+      r_new -= w_new(a) * column.template cast<double>();
+    }
+    const Eigen::Map<const Vector> r_now(r_.data(), n_);
+    const double p_now = 0.5 * static_cast<double>(r_now.squaredNorm()) / nd +
+                         lam * w_now.template lpNorm<1>();
+    const double p_new = 0.5 * r_new.squaredNorm() / nd + lam * w_new.template lpNorm<1>();
+    if (!(p_new < p_now)) return false;
+    for (int64_t a = 0; a < s; ++a) w[support_[a]] = static_cast<S>(w_new(a));
+    Eigen::Map<Vector>(r_.data(), n_) = r_new.template cast<S>();
+    history_ = 0;  // the Anderson history no longer describes the iterates
+    return step == 1.0;
+  }
+
+  // Extends the Gram matrix of the cached columns, cache_gram_(a, b) = <X_a, X_b> by cache
+  // slot, to the columns cached since the last call (one GEMM over the new ones).
+  void UpdateCacheGram() {
+    const int64_t cached = static_cast<int64_t>(cache_.size()) / n_;
+    const int64_t done = gram_columns_, added = cached - done;
+    if (added == 0) return;
+    if (cache_gram_.rows() < m_) cache_gram_.resize(m_, m_);
+    const Eigen::Map<const ColMatrix> columns(cache_.data(), n_, cached);
+    cache_gram_.block(0, done, cached, added).noalias() =
+        (columns.transpose() * columns.rightCols(added)).template cast<double>();
+    cache_gram_.block(done, 0, added, done) = cache_gram_.block(0, done, done, added).transpose();
+    gram_columns_ = cached;
   }
 
   // Anderson extrapolation on the working set (skglm's scheme, K = opt_.anderson): the iterates
@@ -433,7 +538,14 @@ class TaskSolver {
   std::vector<double> score_;   // working-set scores
   std::vector<S> gbuf_, vbuf_;  // per-feature scratch [k]
   std::vector<S> hist_w_, hist_r_;  // Anderson: last iterates on the working set, residuals
+  // support solve (k = 1): the support, X^T y, the Gram of the cached columns (by slot, the
+  // first gram_columns_ of them filled) and the support's Gram X_S^T X_S
+  std::vector<int64_t> support_;
+  std::vector<double> xty_;
+  Eigen::MatrixXd cache_gram_, gram_;
+  int64_t gram_columns_ = 0;
   int64_t history_ = 0;         // iterates stored so far
+  bool pattern_changed_ = false;  // the last epoch changed the support or (k = 1) a sign
   std::vector<int64_t> order_, ws_;
   double alpha_ = 1.0;
 };
@@ -476,6 +588,7 @@ REGISTER_OP("SdisLassoCd")
     .Attr("p0: int = 10")
     .Attr("screen: bool = true")
     .Attr("anderson: int = 5")
+    .Attr("support_solve: bool = true")
     .SetShapeFn(SetShapes)
     .Doc(R"doc(
 Batched (group) Lasso: for each task t minimises
@@ -483,7 +596,8 @@ Batched (group) Lasso: for each task t minimises
 Gap Safe screening and Anderson extrapolation. x: [T,n,m]; y: [T,n] or [T,n,k];
 lam: scalar or [T], >= 0; w0: warm start, the shape of w; tol: stop when
 gap <= tol ||Y_t||^2 / (2n). p0: minimum working-set size; screen: Gap Safe screening on/off;
-anderson: extrapolation depth K (0: off).
+anderson: extrapolation depth K (0: off); support_solve: the sign-fixed least-squares step on
+the support (plain Lasso, k = 1) on/off.
 w: [T,m] or [T,m,k]; gap: duality gap [T]; epochs: coordinate-descent passes over the working
 sets [T]; converged: gap <= tol ||Y_t||^2 / (2n) [T].
 )doc");
@@ -496,6 +610,7 @@ class LassoCdOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("p0", &p0_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("screen", &screen_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("anderson", &anderson_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("support_solve", &support_solve_));
     OP_REQUIRES(ctx, max_epochs_ >= 0,
                 errors::InvalidArgument("max_epochs must be >= 0, got ", max_epochs_));
     OP_REQUIRES(ctx, p0_ >= 1, errors::InvalidArgument("p0 must be >= 1, got ", p0_));
@@ -538,7 +653,7 @@ class LassoCdOp : public OpKernel {
     OP_REQUIRES(ctx, tol.dims() == 0,
                 errors::InvalidArgument("tol must be a scalar, got shape ",
                                         tol.shape().DebugString()));
-    Options opt{tol.scalar<double>()(), max_epochs_, p0_, screen_, anderson_};
+    Options opt{tol.scalar<double>()(), max_epochs_, p0_, screen_, anderson_, support_solve_};
     OP_REQUIRES(ctx, opt.tol >= 0.0,
                 errors::InvalidArgument("tol must be >= 0, got ", opt.tol));
 
@@ -591,6 +706,7 @@ class LassoCdOp : public OpKernel {
   int64_t p0_;
   bool screen_;
   int64_t anderson_;
+  bool support_solve_;
 };
 
 REGISTER_KERNEL_BUILDER(

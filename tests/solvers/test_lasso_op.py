@@ -210,6 +210,25 @@ def test_working_sets_screening_and_anderson_do_not_change_the_solution(op_libra
     np.testing.assert_allclose(W, _sklearn(X, Y, lam), atol=1e-8)
 
 
+def test_support_solve_gives_the_lasso_solution_in_fewer_epochs(op_library):
+    """The sign-fixed least-squares step on the support (k = 1): same solution as scikit-learn,
+    on nearly dense supports (n = 30, m = 40) and with duplicated columns (singular Gram)."""
+    X, Y = _problem(12, 4, 30, 40)
+    X[3, :, 1] = X[3, :, 0]
+    lam = _lam(X, Y, np.array([0.02, 0.1, 0.3, 0.05]))
+    W0 = np.zeros((4, 40))
+    results = {
+        on: op_library.sdis_lasso_cd(X, Y, lam, W0, np.float64(TIGHT), support_solve=on,
+                                     max_epochs=100_000)
+        for on in (False, True)}
+    for W, gap, _, converged in results.values():
+        assert np.all(converged)
+        np.testing.assert_allclose(lasso_objective(W, X, Y, lam),
+                                   lasso_objective(_sklearn(X, Y, lam), X, Y, lam), rtol=1e-10)
+        np.testing.assert_allclose(W[:3], _sklearn(X[:3], Y[:3], lam[:3]), atol=1e-8)
+    assert np.sum(results[True][2]) < 0.7 * np.sum(results[False][2])
+
+
 def test_lam_zero_is_least_squares_without_certificate():
     """lam = 0: CD converges to least squares; the rescaled dual point is 0, so gap = P(W)."""
     X, Y = _problem(8, 2, 30, 6)
