@@ -221,7 +221,7 @@ def test_support_solve_gives_the_lasso_solution_in_fewer_epochs(op_library):
         on: op_library.sdis_lasso_cd(X, Y, lam, W0, np.float64(TIGHT), support_solve=on,
                                      max_epochs=100_000)
         for on in (False, True)}
-    for W, gap, _, converged in results.values():
+    for W, _, _, converged in results.values():
         assert np.all(converged)
         np.testing.assert_allclose(lasso_objective(W, X, Y, lam),
                                    lasso_objective(_sklearn(X, Y, lam), X, Y, lam), rtol=1e-10)
