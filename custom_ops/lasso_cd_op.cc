@@ -212,13 +212,6 @@ class TaskSolver {
       for (int64_t l = 0; l < k_; ++l) yd_[l * n_ + i] = y[i * k_ + l];
     }
     gram_columns_ = 0;
-    if (opt_.support_solve && k_ == 1) {
-      xty_.assign(m_, 0.0);
-      for (int64_t i = 0; i < n_; ++i) {
-        const S* xi = x + i * m_;
-        for (int64_t j = 0; j < m_; ++j) xty_[j] += static_cast<double>(xi[j]) * yd_[i];
-      }
-    }
   }
 
   // Copies column j of X into the cache (once). Invalidates pointers from Column().
@@ -420,13 +413,15 @@ class TaskSolver {
     if (s == 0 || s > n_) return false;
     UpdateCacheGram();
     gram_.resize(s, s);
+    const Eigen::Map<const Eigen::VectorXd> y(yd_.data(), n_);
     Eigen::VectorXd w_now(s), rhs(s);
     for (int64_t a = 0; a < s; ++a) {
       for (int64_t b = 0; b <= a; ++b) {
         gram_(a, b) = cache_gram_(slot_[support_[a]], slot_[support_[b]]);
       }
       w_now(a) = w[support_[a]];
-      rhs(a) = xty_[support_[a]] - nd * lam * (w_now(a) > 0.0 ? 1.0 : -1.0);
+      const Eigen::Map<const Vector> column(Column(support_[a]), n_);
+      rhs(a) = column.template cast<double>().dot(y) - nd * lam * (w_now(a) > 0.0 ? 1.0 : -1.0);
     }
     const Eigen::LLT<Eigen::MatrixXd, Eigen::Lower> llt(gram_);
     if (llt.info() != Eigen::Success) return false;
@@ -437,7 +432,7 @@ class TaskSolver {
       if (w_new(a) * w_now(a) <= 0.0) step = std::min(step, w_now(a) / (w_now(a) - w_new(a)));
     }
     w_new = w_now + step * (w_new - w_now);
-    Eigen::VectorXd r_new = Eigen::Map<const Eigen::VectorXd>(yd_.data(), n_);
+    Eigen::VectorXd r_new = y;
     for (int64_t a = 0; a < s; ++a) {
       // the coordinates the step brought to 0 (up to rounding) leave the support exactly
       if (w_new(a) * w_now(a) <= 0.0 || std::abs(w_new(a)) <= 1e-12 * std::abs(w_now(a))) {
@@ -538,10 +533,9 @@ class TaskSolver {
   std::vector<double> score_;   // working-set scores
   std::vector<S> gbuf_, vbuf_;  // per-feature scratch [k]
   std::vector<S> hist_w_, hist_r_;  // Anderson: last iterates on the working set, residuals
-  // support solve (k = 1): the support, X^T y, the Gram of the cached columns (by slot, the
-  // first gram_columns_ of them filled) and the support's Gram X_S^T X_S
+  // support solve (k = 1): the support, the Gram of the cached columns (by slot, the first
+  // gram_columns_ of them filled) and the support's Gram X_S^T X_S
   std::vector<int64_t> support_;
-  std::vector<double> xty_;
   Eigen::MatrixXd cache_gram_, gram_;
   int64_t gram_columns_ = 0;
   int64_t history_ = 0;         // iterates stored so far
