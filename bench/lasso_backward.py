@@ -1,5 +1,5 @@
 """Benchmark: the Lasso's implicit backward solve, conjugate gradient without preconditioner,
-with the block-Jacobi one and with the Woodbury inverse of the support Hessian.
+with the block-Jacobi one and with the Woodbury inverse of the support Hessian, and the C++ op.
 
     python bench/lasso_backward.py [--repeats 3] [--out bench/results/lasso_backward]
 
@@ -10,11 +10,12 @@ lam = 0.1 lambda_max, W from `solvers.lasso`; the system is the backward pass's
 random right-hand side on the support. Reports the relative residual
 ||H x - c|| / ||c|| after 5, 10, 20 and 40 iterations, and the wall time of the
 solve (preconditioner set-up included; at most m k iterations, stopping at rtol 1e-6
-in float32, 1e-12 in float64) in a plain `tf.function`, where the C++ op's backward
-runs, best of `--repeats`. (`implicit.lasso_implicit` caps Woodbury PCG at 10
-iterations and uses it only when no support in the batch exceeds 192 features, outside
-XLA, whose CPU Cholesky and LU are 10-20x slower than TensorFlow's. Woodbury works on the
-supports gathered into s = largest support rows per task.)
+in float32, 1e-12 in float64) in a plain `tf.function`, best of `--repeats`; and the same
+for the C++ op `lasso_op.lasso_hessian_solve` (Woodbury per task in double, refined), which
+`implicit.lasso_implicit` uses outside XLA when the library is built. (Otherwise it caps
+Woodbury PCG at 10 iterations and uses it only when no support in the batch exceeds 192
+features, outside XLA, whose CPU Cholesky and LU are 10-20x slower than TensorFlow's.
+Woodbury PCG works on the supports gathered into s = largest support rows per task.)
 """
 
 import argparse
@@ -26,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from sdis_tf import implicit, solvers
+from sdis_tf.solvers import lasso_op
 from sdis_tf.solvers.lasso import (support_hessian_block_inverse, support_hessian_inverse,
                                    support_hessian_matvec)
 from _timing import best_time, write_results
@@ -64,6 +66,10 @@ def bench_cell(T, n, m, k, dtype, active, repeats):
             row[f"{name}_residual_{iterations}"] = float(tf.norm(matvec(x) - rhs) / tf.norm(rhs))
         row[f"{name}_s"] = best_time(lambda: solve(rhs, tf.constant(m * k)).numpy(), repeats,
                                      warmup=True)
+    if lasso_op.op_available():
+        solve = tf.function(lambda rhs: lasso_op.lasso_hessian_solve(X, W, lam, rhs))
+        row["op_residual"] = float(tf.norm(matvec(solve(rhs)) - rhs) / tf.norm(rhs))
+        row["op_s"] = best_time(lambda: solve(rhs).numpy(), repeats, warmup=True)
     return row
 
 
@@ -75,18 +81,21 @@ def markdown(rows):
              f"of the support Hessian, up to rounding, as preconditioner); CPU: "
              f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}). "
              "Residuals ||Hx - c|| / ||c|| after 5 / 10 / 20 / 40 iterations; time of the full "
-             "solve, preconditioner set-up included.", "",
+             "solve, preconditioner set-up included; the C++ op: residual and time.", "",
              "| T | n | m | k | dtype | active | support | "
              + " | ".join(f"{label} residuals" for _, label in METHODS) + " | "
-             + " | ".join(f"{label} (ms)" for _, label in METHODS) + " |",
-             "|" + "---|" * (7 + 2 * len(METHODS))]
+             + " | ".join(f"{label} (ms)" for _, label in METHODS)
+             + " | C++ op residual | C++ op (ms) |",
+             "|" + "---|" * (9 + 2 * len(METHODS))]
     for r in rows:
         residuals = lambda name: " / ".join(f"{r[f'{name}_residual_{i}']:.0e}"
                                             for i in CHECKPOINTS)
         lines.append(f"| {r['T']} | {r['n']} | {r['m']} | {r['k']} | {r['dtype']} | "
                      f"{r['active']} | {100 * r['support']:.0f}% | "
                      + " | ".join(residuals(name) for name, _ in METHODS) + " | "
-                     + " | ".join(f"{1e3 * r[f'{name}_s']:.1f}" for name, _ in METHODS) + " |")
+                     + " | ".join(f"{1e3 * r[f'{name}_s']:.1f}" for name, _ in METHODS)
+                     + (f" | {r['op_residual']:.0e} | {1e3 * r['op_s']:.1f} |" if "op_s" in r
+                        else " | - | - |"))
     return "\n".join(lines) + "\n"
 
 

@@ -45,7 +45,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         ramp_steps=20_000))
     config.heads = ml_collections.ConfigDict(dict(
         scale=1.0,
-        sparse_svm=dict(eps=(0.05, 0.1, 0.2), lam2=1.0, smoothing=0.0, tol=1e-4, max_iter=1000),
+        sparse_svm=dict(eps=(0.05, 0.1, 0.2), refit=False, lam2=1.0, smoothing=0.0, tol=1e-4,
+                        max_iter=1000),
         dense_svm=dict(lam2=1.0, smoothing=0.0, tol=1e-4, max_iter=1000),
         ridge=dict(lam=50.0 / 75)))   # MetaOptNet-RR's 50 on ||.||^2, n = 75 support images
     config.optimizer = ml_collections.ConfigDict(dict(

@@ -4,9 +4,9 @@
 
 compiles every `custom_ops/*.cc` into one shared library,
 `custom_ops/build/sdis_ops-<key>.so`, with the flags of the installed TensorFlow
-(`tf.sysconfig.get_compile_flags()` / `get_link_flags()`). The key is a hash of the sources,
-the TensorFlow version, the compiler, every flag and the CPU (the library is built with
-`-march=native`), so a change of any of them gives a new
+(`tf.sysconfig.get_compile_flags()` / `get_link_flags()`). The key is a hash of the sources
+(`custom_ops/*.cc` and `*.h`), the TensorFlow version, the compiler, every flag and the CPU
+(the library is built with `-march=native`), so a change of any of them gives a new
 library name and a rebuild; an up-to-date library is reused (about 15 s and 630 MB of RAM per
 compile otherwise). Older libraries are removed after a successful build.
 
@@ -43,6 +43,10 @@ _log = logging.getLogger("sdis_tf.custom_ops.build")
 
 def _sources():
     return sorted(SOURCE_DIR.glob("*.cc"))
+
+
+def _headers():
+    return sorted(SOURCE_DIR.glob("*.h"))
 
 
 def _compiler():
@@ -85,7 +89,7 @@ def cache_key():
     """Hash of the sources, TensorFlow version, compiler, flags and CPU (16 hex digits)."""
     version, tf_compile, tf_link = _tf_flags()
     digest = hashlib.sha256()
-    for source in _sources():
+    for source in _sources() + _headers():
         digest.update(source.name.encode())
         digest.update(source.read_bytes())
     for part in (version, _compiler(), *OPT_FLAGS, *_cpu_flags(), *QUIET_FLAGS, *tf_compile,

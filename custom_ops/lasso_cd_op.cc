@@ -69,26 +69,10 @@
 
 #include "Eigen/Core"
 #include "Eigen/Cholesky"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "tf_kernel.h"
 
 namespace sdis_tf {
 namespace {
-
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Status;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
-namespace errors = ::tensorflow::errors;
 
 struct Options {
   double tol;
@@ -691,8 +675,7 @@ class LassoCdOp : public OpKernel {
     // One task is at least a few epochs over X: large enough for Shard to give each thread
     // whole tasks.
     const int64_t cost_per_task = std::max<int64_t>(1, 100 * n * m * k);
-    auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(threads->num_threads, threads->workers, tasks, cost_per_task, work);
+    ShardTasks(ctx, tasks, cost_per_task, work);
   }
 
  private:

@@ -19,7 +19,7 @@ import functools
 
 import tensorflow as tf
 
-from sdis_tf.solvers import _batch
+from sdis_tf.solvers import _batch, lasso_op
 from sdis_tf.solvers.lasso import (lasso, lasso_optimality, support_hessian_block_inverse,
                                    support_hessian_inverse, support_hessian_matvec)
 from sdis_tf.solvers.lasso_op import in_xla_context
@@ -179,14 +179,18 @@ _WOODBURY_MAX_ITERATIONS = 10
 
 
 def _lasso_linear_solve(cotangent, sol, args):
-    """CG on the support-restricted Hessian with an explicit product (no autodiff in the
-    loop). Preconditioned by Woodbury's exact inverse of that Hessian (CG then stops after
-    a few iterations, however ill-conditioned the Hessian, e.g. a group-Lasso support larger
+    """H^{-1} C for the support-restricted Hessian H. Outside XLA with the C++ library
+    loaded: `lasso_op.lasso_hessian_solve` (Woodbury per task in double, refined with the
+    exact product; no TensorFlow op per iteration). Otherwise CG with an explicit product (no
+    autodiff in the loop), preconditioned by Woodbury's exact inverse of H (CG then stops
+    after a few iterations, however ill-conditioned H, e.g. a group-Lasso support larger
     than n) when no support of the batch exceeds `_WOODBURY_MAX_SUPPORT` features, outside
     XLA; else by the inverse of its k x k diagonal blocks (a group with a small norm has a
     large curvature lam / ||W_j|| across its direction, which block-Jacobi scaling removes
     from the condition number)."""
     X, _, lam = args
+    if not in_xla_context() and lasso_op.op_available():
+        return lasso_op.lasso_hessian_solve(X, sol, lam, cotangent)
     matvec = support_hessian_matvec(sol, X, lam)
 
     def block_jacobi_cg():

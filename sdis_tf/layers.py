@@ -13,7 +13,7 @@ import tensorflow as tf
 from sdis_tf import implicit
 from sdis_tf.solvers.lasso import lasso_lambda_max, lasso_unrolled
 from sdis_tf.solvers.ridge import ridge_lambda_max
-from sdis_tf.solvers.svm import svm_lambda_max
+from sdis_tf.solvers.svm import svm_dual, svm_lambda_max
 
 _PACKAGE = "sdis_tf"
 _DIFF_MODES = ("implicit", "unroll")
@@ -153,6 +153,13 @@ class SparseSVMHead(keras.layers.Layer):
     (`implicit.svm_implicit`); logits = scale * Q W^T with a learnable scale
     (MetaOptNet's). Features j with W_:j = 0 are unused by the episode.
 
+    With `refit=True` the group Lasso only selects the features: W is then the
+    dense (lam1 = 0) SVM fitted on the selected features S = {j : W_:j != 0}
+    alone (the relaxed Lasso of Meinshausen 2007 at phi = 0), which removes
+    the shrinkage lam1 puts on the kept weights at the same sparsity. S is
+    held fixed under differentiation (it is piecewise constant in the inputs);
+    the gradient is the dense SVM's on the columns F_:S.
+
     Args:
       num_ways: number of classes k per episode.
       eps: lam1 = eps * svm_lambda_max (stop-gradient); or `lam1` absolute.
@@ -161,12 +168,13 @@ class SparseSVMHead(keras.layers.Layer):
       smoothing: >= 0, smoothed hinge (the authors' dual_reg).
       tol, max_iter: dual solver's gap tolerance (relative to n) and budget.
       scale: initial logit scale.
+      refit: fit the dense SVM on the features the group Lasso selects.
     Input: (support features [T, n, m], support labels int [T, n], query features [T, q, m]).
     Output: logits [T, q, num_ways].
     """
 
     def __init__(self, num_ways, eps=None, *, lam1=None, lam2=1.0, smoothing=0.0, tol=1e-4,
-                 max_iter=1000, scale=1.0, **kwargs):
+                 max_iter=1000, scale=1.0, refit=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_ways, bool) or not isinstance(num_ways, int) or num_ways < 2:
             raise ValueError(f"SparseSVMHead: `num_ways` must be an integer >= 2. "
@@ -175,7 +183,11 @@ class SparseSVMHead(keras.layers.Layer):
         if not (isinstance(lam2, (int, float)) and lam2 > 0):
             raise ValueError(f"SparseSVMHead: `lam2` must be a number > 0. Received: lam2={lam2!r}")
         self.num_ways, self.eps, self.lam1, self.lam2 = num_ways, eps, lam1, lam2
+        if not isinstance(refit, bool):
+            raise ValueError(f"SparseSVMHead: `refit` must be True or False. Received: "
+                             f"refit={refit!r}")
         self.smoothing, self.tol, self.max_iter, self.initial_scale = smoothing, tol, max_iter, scale
+        self.refit = refit
 
     def build(self, input_shape):
         self.scale = self.add_weight(name="scale", shape=(), trainable=True,
@@ -189,8 +201,13 @@ class SparseSVMHead(keras.layers.Layer):
             lam1 = tf.fill(tf.shape(support)[:1], tf.constant(self.lam1, support.dtype))
         else:
             lam1 = self.eps * svm_lambda_max(tf.stop_gradient(support), onehot)
-        return implicit.svm_implicit(support, onehot, lam1, tf.constant(self.lam2, support.dtype),
-                                     smoothing=self.smoothing, tol=self.tol, max_iter=self.max_iter)
+        lam2 = tf.constant(self.lam2, support.dtype)
+        settings = dict(smoothing=self.smoothing, tol=self.tol, max_iter=self.max_iter)
+        if self.refit:
+            W = svm_dual(tf.stop_gradient(support), onehot, lam1, lam2, **settings).W
+            selected = tf.cast(tf.reduce_any(tf.not_equal(W, 0.0), axis=1), support.dtype)
+            support, lam1 = support * selected[:, None, :], tf.zeros_like(lam1)
+        return implicit.svm_implicit(support, onehot, lam1, lam2, **settings)
 
     def call(self, inputs, training=None):
         W, _ = self.solve(inputs)
@@ -202,7 +219,8 @@ class SparseSVMHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_ways": self.num_ways, "eps": self.eps,
                 "lam1": self.lam1, "lam2": self.lam2, "smoothing": self.smoothing,
-                "tol": self.tol, "max_iter": self.max_iter, "scale": self.initial_scale}
+                "tol": self.tol, "max_iter": self.max_iter, "scale": self.initial_scale,
+                "refit": self.refit}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

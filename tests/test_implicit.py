@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf import implicit, solvers
+from sdis_tf.solvers import lasso_op
 from sdis_tf.solvers.lasso import support_hessian_inverse, support_hessian_matvec
 from sdis_tf.solvers.ridge import ridge_optimality
 
@@ -44,11 +45,17 @@ def test_lasso_gradient_matches_finite_differences(k):
     assert max(errors) <= 1e-5, errors
 
 
-@pytest.mark.parametrize("woodbury_max_support", [128, 0], ids=["woodbury", "block-jacobi"])
-def test_lasso_gradient_with_more_features_than_samples(woodbury_max_support, monkeypatch):
-    """Both preconditioners of the backward CG: Woodbury on the gathered supports, and
-    block-Jacobi once a support exceeds the threshold (here forced to 0)."""
-    monkeypatch.setattr(implicit, "_WOODBURY_MAX_SUPPORT", woodbury_max_support)
+@pytest.mark.parametrize("linear_solve", ["op", "woodbury", "block-jacobi"])
+def test_lasso_gradient_with_more_features_than_samples(linear_solve, monkeypatch):
+    """Every linear solve of the backward: the C++ op, and the TensorFlow CG with both its
+    preconditioners, Woodbury on the gathered supports and block-Jacobi once a support
+    exceeds the threshold (here forced to 0)."""
+    if linear_solve == "op" and not lasso_op.op_available():
+        pytest.skip("the C++ Lasso ops are not built")
+    if linear_solve != "op":
+        monkeypatch.setattr(lasso_op, "op_available", lambda: False)
+    monkeypatch.setattr(implicit, "_WOODBURY_MAX_SUPPORT", 0 if linear_solve == "block-jacobi"
+                        else 128)
     rng = np.random.default_rng(11)
     X, Y = rng.standard_normal((2, 10, 30)), rng.standard_normal((2, 10, 2))
     lam = 0.2 * solvers.lasso_lambda_max(X, Y).numpy()
@@ -140,6 +147,13 @@ def test_woodbury_inverse_of_the_support_hessian_matches_a_dense_solve(
     got = support_hessian_inverse(W, tf.constant(X), tf.constant(lam))(tf.constant(R)).numpy()
     # exact up to the 1e-12 relative jitter that keeps a singular Gram matrix factorisable
     np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-9 * np.abs(expected).max())
+    if lasso_op.op_available():  # the same solve in C++ (refined: the jitter's effect removed)
+        op = lasso_op.lasso_hessian_solve(tf.constant(X), W, tf.constant(lam), tf.constant(R))
+        np.testing.assert_allclose(op, expected, rtol=1e-9, atol=1e-11 * np.abs(expected).max())
+        op32 = lasso_op.lasso_hessian_solve(*(tf.constant(a, tf.float32)
+                                              for a in (X, W.numpy(), lam, R)))
+        assert op32.dtype == tf.float32
+        np.testing.assert_allclose(op32, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("shape", [(2, 20, 6), (2, 8, 15)], ids=["m<=n", "m>n"])

@@ -3,7 +3,9 @@ r"""Sparse meta-learning (paper Section 5.2, Fig. 5): few-shot classification wi
 One run per head, each a full run directory `workdir/<run>/`:
 - "sparse_svm": `layers.SparseSVMHead(eps)`, the group-Lasso multiclass SVM
   (lam1 = eps * lambda_max); one run per value of `heads.sparse_svm.eps`
-  (`sparse_svm_eps<eps>`), the lam1 grid of Fig. 5;
+  (`sparse_svm_eps<eps>`), the lam1 grid of Fig. 5; with `heads.sparse_svm.refit`
+  the group Lasso only selects the features and the dense SVM is fitted on them
+  (`sparse_svm_eps<eps>_refit`);
 - "dense_svm": the same head with lam1 = 0 (MetaOptNet-SVM's Crammer-Singer
   SVM, with a ridge term lam2);
 - "ridge": ridge regression onto one-hot labels (MetaOptNet-RR / R2D2);
@@ -129,7 +131,7 @@ SCHEMA = {
     "heads": {
         "scale": cs.POSITIVE,
         "sparse_svm": {"eps": cs.Tuple(cs.Float(min=0.0, max=1.0, min_open=True), unique=True),
-                       **_SVM},
+                       "refit": cs.Bool(), **_SVM},
         "dense_svm": dict(_SVM),
         "ridge": {"lam": cs.POSITIVE},
     },
@@ -219,7 +221,8 @@ def run_names(config: dict) -> list[tuple[str, str, float | None]]:
     runs = []
     for method in config["methods"]:
         if method == "sparse_svm":
-            runs += [(f"sparse_svm_eps{eps:g}", method, eps)
+            suffix = "_refit" if config["heads"]["sparse_svm"]["refit"] else ""
+            runs += [(f"sparse_svm_eps{eps:g}{suffix}", method, eps)
                      for eps in config["heads"]["sparse_svm"]["eps"]]
         else:
             runs.append((method, method, None))
@@ -423,7 +426,9 @@ def train_and_evaluate(config: dict, name: str, method: str, eps, workdir: str,
             checkpoint_every_steps=config["checkpoint_every_steps"],
             log_every_seconds=config["log_every_seconds"], name=name)
     start = time.monotonic()
-    result = {"run": name, "method": method, "eps": eps, **final, **experiment.test()}
+    refit = method == "sparse_svm" and config["heads"]["sparse_svm"]["refit"]
+    result = {"run": name, "method": method, "eps": eps, "refit": refit, **final,
+              **experiment.test()}
     result["test_seconds"] = time.monotonic() - start
     rundir.write_result(result)
     rundir.close()
@@ -503,28 +508,34 @@ def plot(results: list[dict], path: str) -> None:
     """Fig. 5 layout. Left: each feature's usage (fraction of test episodes whose W_:j != 0),
     features sorted by usage, one curve per lam1 (dense SVM = lam1 0). Right: test accuracy
     (+- 95% CI) against the mean fraction of features an episode uses, over the lam1 grid,
-    with the dense, ridge and prototype baselines."""
+    with the dense, ridge and prototype baselines (refitted sparse heads: their own curve)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    svm = sorted((r for r in results if r["method"] in ("sparse_svm", "dense_svm")),
-                 key=lambda r: r["eps"] or 0.0)
-    for r in svm:
+    by_eps = lambda runs: sorted(runs, key=lambda r: r["eps"] or 0.0)
+    svm = by_eps(r for r in results
+                 if r["method"] in ("sparse_svm", "dense_svm") and not r.get("refit"))
+    refitted = by_eps(r for r in results if r.get("refit"))
+    for r in svm + refitted:
         usage = 100 * np.asarray(r["feature_usage"])
         label = "lam1 = 0 (dense)" if r["method"] == "dense_svm" else \
-            f"lam1 = {r['eps']:g} lam_max"
+            f"lam1 = {r['eps']:g} lam_max" + " + refit" * bool(r.get("refit"))
         left.plot(100 * np.arange(1, len(usage) + 1) / len(usage), usage, label=label)
     left.set(xlabel="features, sorted by usage (% of all)", ylim=(-2, 102),
              ylabel="test tasks using the feature (%)", title="feature usage across tasks")
-    if svm:
+    if svm or refitted:
         left.legend(fontsize=8)
-        right.errorbar([100 * primary(r, "features_used") for r in svm],
-                       [100 * primary(r, "accuracy") for r in svm],
-                       yerr=[100 * primary(r, "ci95") for r in svm], marker="o", capsize=3,
-                       label="group-Lasso SVM")
-        for r in svm:
+    curves = ((svm, "group-Lasso SVM"), (refitted, "group-Lasso selection + dense refit"))
+    for runs, label in curves:
+        if not runs:
+            continue
+        right.errorbar([100 * primary(r, "features_used") for r in runs],
+                       [100 * primary(r, "accuracy") for r in runs],
+                       yerr=[100 * primary(r, "ci95") for r in runs], marker="o", capsize=3,
+                       label=label)
+        for r in runs:
             right.annotate(f"{r['eps'] or 0:g}", (100 * primary(r, "features_used"),
                                                    100 * primary(r, "accuracy")),
                            textcoords="offset points", xytext=(4, -10), fontsize=7)

@@ -1,4 +1,4 @@
-r"""Batched (group) Lasso through the C++ custom op (`custom_ops/lasso_cd_op.cc`), CPU only.
+r"""Batched (group) Lasso through C++ custom ops (`custom_ops/`), CPU only.
 
 Same problem, result and stopping rule as `sdis_tf.solvers.lasso`: for each task t,
 
@@ -10,7 +10,12 @@ conditions (skglm style), Gap Safe screening and Anderson extrapolation, tasks s
 the threads of TensorFlow's CPU pool.
 `epochs` counts passes over the working sets (each far cheaper than a pass over all m features).
 
-The op has no XLA kernel: it works eagerly and inside `tf.function`, not under
+`lasso_hessian_solve` is the linear solve of the implicit gradient
+(`custom_ops/lasso_hessian_solve_op.cc`): U = H^{-1} C for the Jacobian H of
+`sdis_tf.solvers.lasso.lasso_optimality` at a solution, whichever solver found it;
+`sdis_tf.implicit` uses it outside XLA when the library is loaded.
+
+The ops have no XLA kernels: it works eagerly and inside `tf.function`, not under
 `jit_compile=True` (`in_xla_context()` tells which case applies; `lasso_op` raises a ValueError
 there instead of failing at XLA compilation). It is registered with `tf.no_gradient`: its
 outputs are constants for autodiff, and differentiation goes through the implicit gradient of
@@ -31,7 +36,7 @@ from tensorflow.python.ops import control_flow_util
 
 from sdis_tf.solvers.lasso import LassoResult
 
-_OP_NAME = "SdisLassoCd"
+_OP_NAMES = ("SdisLassoCd", "SdisLassoHessianSolve")
 _BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "custom_ops" / "build.py"
 _FLOAT_DTYPES = (tf.float32, tf.float64)
 _state = {"tried": False, "module": None}
@@ -156,4 +161,22 @@ def lasso_op(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None):
     return LassoResult(W, gap, epochs, converged)
 
 
-tf.no_gradient(_OP_NAME)
+def lasso_hessian_solve(X, W3, lam, C):
+    """U [T, m, k] = H^{-1} C per task, H = d lasso_optimality / dW at the solution W3.
+
+    On the support S = {j : W_j != 0}, H = X_S^T X_S / n + lam (I - u_j u_j^T) / ||W_j|| per
+    group (Woodbury, in double, with iterative refinement: see the op's source); U_j = C_j off
+    S. X [T, n, m]; W3 and C [T, m, k]; lam [T], all of X's dtype. Same conditions of use as
+    `lasso_op` (no XLA; RuntimeError if the library is unavailable).
+    """
+    if in_xla_context():
+        raise ValueError("lasso_hessian_solve: the C++ op has no XLA kernel.")
+    module = _load()
+    if module is None:
+        raise RuntimeError("lasso_hessian_solve: the C++ Lasso ops are unavailable; run "
+                           "`python custom_ops/build.py`.")
+    return module.sdis_lasso_hessian_solve(X, W3, lam, C)
+
+
+for _name in _OP_NAMES:
+    tf.no_gradient(_name)

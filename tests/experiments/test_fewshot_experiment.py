@@ -123,7 +123,10 @@ def test_heads_and_schedule_from_the_config():
         ["sparse_svm_eps0.02", "sparse_svm_eps0.05", "sparse_svm_eps0.1", "dense_svm"]
     sparse = fewshot.make_head("sparse_svm", 0.05, config, 5)
     dense = fewshot.make_head("dense_svm", None, config, 5)
-    assert isinstance(sparse, layers.SparseSVMHead) and sparse.eps == 0.05
+    assert isinstance(sparse, layers.SparseSVMHead) and sparse.eps == 0.05 and not sparse.refit
+    config["heads"]["sparse_svm"]["refit"] = True
+    assert fewshot.run_names(config)[0] == ("sparse_svm_eps0.02_refit", "sparse_svm", 0.02)
+    assert fewshot.make_head("sparse_svm", 0.05, config, 5).refit
     assert isinstance(dense, layers.SparseSVMHead) and dense.lam1 == 0.0
     assert isinstance(fewshot.make_head("ridge", None, config, 5), meta.RidgeClassifierHead)
     assert isinstance(fewshot.make_head("proto", None, config, 5), meta.PrototypeHead)
@@ -155,6 +158,8 @@ def test_plot_draws_the_fig5_layout(tmp_path):
     results = [dict(run=f"sparse_svm_eps{e:g}", method="sparse_svm", eps=e,
                     **test(0.9 - e, 1 - 2 * e), feature_usage=usage(1 - 2 * e))
                for e in (0.05, 0.2)]
+    results.append(dict(run="sparse_svm_eps0.2_refit", method="sparse_svm", eps=0.2, refit=True,
+                        **test(0.905, 0.6), feature_usage=usage(0.6)))
     results.append(dict(run="dense_svm", method="dense_svm", eps=None, feature_usage=[1.0] * 50,
                         **test(0.91, 1.0)))
     results.append(dict(run="proto", method="proto", eps=None, feature_usage=[1.0] * 50,

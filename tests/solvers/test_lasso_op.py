@@ -288,6 +288,34 @@ def test_bad_inputs_raise_invalid_argument(case):
         lasso_op(X, Y, lam, W0=W0)
 
 
+@pytest.mark.parametrize("shapes, message", [
+    (((2, 20, 12), (2, 11, 3), (2,), (2, 11, 3)), "W must have shape"),
+    (((2, 20, 12), (2, 12, 3), (2,), (2, 12, 2)), "C must have the shape of W"),
+    (((2, 20, 12), (2, 12, 3), (3,), (2, 12, 3)), "lam must be a scalar"),
+])
+def test_hessian_solve_rejects_bad_shapes(shapes, message):
+    X, W, lam, C = (tf.ones(shape, tf.float64) for shape in shapes)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        lasso_op_module.lasso_hessian_solve(X, W, lam, C)
+
+
+def test_hessian_solve_is_the_identity_off_the_support_and_for_an_empty_one():
+    rng = np.random.default_rng(5)
+    X, C = rng.standard_normal((3, 10, 6)), rng.standard_normal((3, 6, 2))
+    W = np.zeros((3, 6, 2))
+    W[1, 2] = [0.5, -1.0]  # task 1: one active group; tasks 0 and 2: none
+    U = lasso_op_module.lasso_hessian_solve(X, W, np.full(3, 0.1), C).numpy()
+    off = np.ones((3, 6), bool)
+    off[1, 2] = False
+    np.testing.assert_array_equal(U[off], C[off])
+    x, w = X[1, :, 2], W[1, 2]  # one group: H = ||x||^2/n I + lam/||w|| (I - u u^T)
+    unit = w / np.linalg.norm(w)
+    H = x @ x / 10 * np.eye(2) + 0.1 / np.linalg.norm(w) * (np.eye(2) - np.outer(unit, unit))
+    np.testing.assert_allclose(U[1, 2], np.linalg.solve(H, C[1, 2]), rtol=1e-12)
+    empty = lasso_op_module.lasso_hessian_solve(X[:0], W[:0], np.zeros(0), C[:0])
+    assert empty.shape == (0, 6, 2)
+
+
 def test_bad_shapes_inside_tf_function_raise_invalid_argument():
     solve = tf.function(lambda X, Y: lasso_op(X, Y, 0.1).W)
     with pytest.raises(tf.errors.InvalidArgumentError, match="must agree in T and n"):
@@ -325,10 +353,14 @@ def test_build_cache_key_follows_the_sources_and_the_cpu(tmp_path, monkeypatch):
         patch.setattr(build, "_cpu_signature", lambda: "flags : sse2\n")
         assert build.cache_key() != key
     assert build.cache_key() == key
-    source = next(build.SOURCE_DIR.glob("*.cc"))
-    (tmp_path / source.name).write_text(source.read_text() + "\n// changed\n")
-    monkeypatch.setattr(build, "SOURCE_DIR", tmp_path)
-    assert build.cache_key() != key
+    files = build._sources() + build._headers()
+    assert any(f.suffix == ".h" for f in files)
+    for changed in files:  # a change to any source or header gives another key
+        for f in files:
+            (tmp_path / f.name).write_text(f.read_text() + "\n// changed\n" * (f == changed))
+        with monkeypatch.context() as patch:
+            patch.setattr(build, "SOURCE_DIR", tmp_path)
+            assert build.cache_key() != key, changed.name
 
 
 def test_build_turns_avx512_fp16_off_only_where_the_cpu_has_it(monkeypatch):

@@ -68,6 +68,43 @@ def test_head_output_reports_the_features_each_episode_uses():
     assert dense.used.shape == (2, 12) and np.all(dense.used)
 
 
+def test_refit_head_is_the_dense_svm_on_the_selected_features():
+    support, labels, query = (tf.constant(a) for a in _features(T=3, m=10, shots=3, seed=1))
+    settings = dict(dtype="float64", tol=1e-12, max_iter=50_000)
+    sparse = layers.SparseSVMHead(3, 0.5, **settings)
+    refit = layers.SparseSVMHead(3, 0.5, refit=True, **settings)
+    W_sparse, _ = sparse.solve((support, labels, query))
+    W, result = refit.solve((support, labels, query))
+    selected = np.any(W_sparse.numpy() != 0, axis=1)
+    assert 0 < selected.mean() < 1
+    np.testing.assert_array_equal(np.any(W.numpy() != 0, axis=1), selected)
+    for t in range(3):  # the dense SVM on the selected columns alone
+        columns = tf.constant(support.numpy()[t][:, selected[t]][None])
+        dense = layers.SparseSVMHead(3, lam1=0.0, **settings)
+        W_t, _ = dense.solve((columns, labels[t:t + 1], query[t:t + 1]))
+        np.testing.assert_allclose(W.numpy()[t][:, selected[t]], W_t.numpy()[0], atol=1e-8)
+    assert np.all(result.gap.numpy() <= 1e-10)
+    assert layers.SparseSVMHead.from_config(refit.get_config()).refit
+    with pytest.raises(ValueError, match="refit"):
+        layers.SparseSVMHead(3, 0.5, refit=1)
+
+
+def test_refit_head_gradient_matches_finite_differences():
+    support, labels, query = _features(T=2, m=8, shots=3, seed=2)
+    head = layers.SparseSVMHead(3, 0.5, refit=True, dtype="float64", tol=1e-13, max_iter=100_000)
+    head.build(None)
+    direction = np.random.default_rng(3).standard_normal(support.shape)
+    loss = lambda F: tf.reduce_sum(tf.sin(head((F, tf.constant(labels), tf.constant(query)))))
+    F = tf.constant(support)
+    with tf.GradientTape() as tape:
+        tape.watch(F)
+        value = loss(F)
+    analytic = float(tf.reduce_sum(tape.gradient(value, F) * direction))
+    h = 1e-6
+    numeric = (float(loss(F + h * direction)) - float(loss(F - h * direction))) / (2 * h)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
+
+
 def test_encode_episodes_and_episode_metrics():
     support, labels, query = _features(T=2, ways=3, shots=1, queries=1, m=6)
     images = lambda a: tf.constant(a.reshape(a.shape[:2] + (1, 2, 3)), tf.float32)
