@@ -45,16 +45,16 @@ constexpr double kJitter = 1e-12;
 // Refinement steps after the first application of the (jittered) inverse.
 constexpr int kRefinements = 2;
 
-// H^{-1} restricted to the support of one task, set up once and applied to several R.
+// H^{-1} restricted to the support of one task.
 class SupportHessianInverse {
  public:
   // xs: X_S [n, s]; w: W_S [s, k]; lam >= 0.
   SupportHessianInverse(const Matrix& xs, const Matrix& w, double lam)
       : curved_(w.cols() > 1 && lam > 0.0) {
     const int64_t s = xs.cols();
-    gram_ = Matrix(s, s);
-    gram_.triangularView<Eigen::Lower>() =
-        (xs.transpose() * xs / static_cast<double>(xs.rows())).triangularView<Eigen::Lower>();
+    gram_ = Matrix::Zero(s, s);
+    gram_.selfadjointView<Eigen::Lower>().rankUpdate(xs.transpose(),
+                                                      1.0 / static_cast<double>(xs.rows()));
     gram_ = gram_.selfadjointView<Eigen::Lower>();
     curvature_ = Vector::Zero(s);
     unit_ = Matrix::Zero(s, w.cols());
@@ -123,14 +123,11 @@ template <typename S>
 void SolveTask(int64_t n, int64_t m, int64_t k, const S* x, const S* w, double lam, const S* c,
                S* u) {
   std::copy(c, c + m * k, u);
-  std::vector<int64_t> support;
+  std::vector<int64_t> support;  // ||W_j||^2 > 0 in the input precision, as lasso_optimality
   for (int64_t j = 0; j < m; ++j) {
-    for (int64_t l = 0; l < k; ++l) {
-      if (w[j * k + l] != S(0)) {
-        support.push_back(j);
-        break;
-      }
-    }
+    S norm2 = S(0);
+    for (int64_t l = 0; l < k; ++l) norm2 += w[j * k + l] * w[j * k + l];
+    if (norm2 > S(0)) support.push_back(j);
   }
   const int64_t s = static_cast<int64_t>(support.size());
   if (s == 0) return;
