@@ -182,10 +182,10 @@ class SparseSVMHead(keras.layers.Layer):
         _check_regularization("SparseSVMHead", eps, lam1, "lam1")
         if not (isinstance(lam2, (int, float)) and lam2 > 0):
             raise ValueError(f"SparseSVMHead: `lam2` must be a number > 0. Received: lam2={lam2!r}")
-        self.num_ways, self.eps, self.lam1, self.lam2 = num_ways, eps, lam1, lam2
         if not isinstance(refit, bool):
             raise ValueError(f"SparseSVMHead: `refit` must be True or False. Received: "
                              f"refit={refit!r}")
+        self.num_ways, self.eps, self.lam1, self.lam2 = num_ways, eps, lam1, lam2
         self.smoothing, self.tol, self.max_iter, self.initial_scale = smoothing, tol, max_iter, scale
         self.refit = refit
 

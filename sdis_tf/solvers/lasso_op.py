@@ -15,9 +15,9 @@ the threads of TensorFlow's CPU pool.
 `sdis_tf.solvers.lasso.lasso_optimality` at a solution, whichever solver found it;
 `sdis_tf.implicit` uses it outside XLA when the library is loaded.
 
-The ops have no XLA kernels: it works eagerly and inside `tf.function`, not under
-`jit_compile=True` (`in_xla_context()` tells which case applies; `lasso_op` raises a ValueError
-there instead of failing at XLA compilation). It is registered with `tf.no_gradient`: its
+The ops have no XLA kernels: they work eagerly and inside `tf.function`, not under
+`jit_compile=True` (`in_xla_context()` tells which case applies; both wrappers raise a ValueError
+there instead of failing at XLA compilation). They are registered with `tf.no_gradient`: their
 outputs are constants for autodiff, and differentiation goes through the implicit gradient of
 the caller (`sdis_tf.implicit`), which needs only the optimality condition, not the solver.
 
