@@ -619,9 +619,7 @@ class LassoCdOp : public OpKernel {
                 errors::InvalidArgument("X must have at least one sample (n >= 1), got shape ",
                                         x.shape().DebugString()));
     const int64_t k = y.dims() == 3 ? y.dim_size(2) : 1;
-    OP_REQUIRES(ctx, lam.dims() == 0 || (lam.dims() == 1 && lam.dim_size(0) == tasks),
-                errors::InvalidArgument("lam must be a scalar or have shape [T] = [", tasks,
-                                        "], got shape ", lam.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckPerTask(lam, tasks, "lam"));
     TensorShape w_shape({tasks, m});
     if (y.dims() == 3) w_shape.AddDim(k);
     OP_REQUIRES(ctx, w0.shape() == w_shape,
@@ -635,12 +633,10 @@ class LassoCdOp : public OpKernel {
     OP_REQUIRES(ctx, opt.tol >= 0.0,
                 errors::InvalidArgument("tol must be >= 0, got ", opt.tol));
 
-    const S* lam_data = lam.flat<S>().data();
-    const bool lam_scalar = lam.dims() == 0;
-    for (int64_t t = 0; t < (lam_scalar ? 1 : tasks); ++t) {
-      OP_REQUIRES(ctx, !(lam_data[t] < S(0)),
-                  errors::InvalidArgument("lam must be >= 0, got lam[", t, "] = ",
-                                          static_cast<double>(lam_data[t])));
+    const PerTask<S> lam_of(lam);
+    for (int64_t t = 0; t < lam_of.size(); ++t) {
+      OP_REQUIRES(ctx, !(lam_of[t] < 0.0),
+                  errors::InvalidArgument("lam must be >= 0, got lam[", t, "] = ", lam_of[t]));
     }
 
     Tensor* w = nullptr;
@@ -664,7 +660,7 @@ class LassoCdOp : public OpKernel {
     auto work = [&](int64_t begin, int64_t end) {
       TaskSolver<S> solver(n, m, k, opt);
       for (int64_t t = begin; t < end; ++t) {
-        const double lam_t = static_cast<double>(lam_data[lam_scalar ? 0 : t]);
+        const double lam_t = lam_of[t];
         const TaskStats s = solver.Solve(x_data + t * n * m, y_data + t * n * k, lam_t,
                                          w0_data + t * m * k, w_data + t * m * k);
         gap_data[t] = static_cast<S>(s.gap);

@@ -97,20 +97,22 @@ class SupportHessianInverse {
   Matrix Apply(const Matrix& r) const {
     Matrix z = a_inverse_ * r;
     if (!curved_) return z;
-    const Vector t = unit_.cwiseProduct(z).rowwise().sum();   // B^T Z
-    const Vector y = sigma_lu_.solve(t);
-    return z + a_inverse_ * (unit_.array().colwise() * y.array()).matrix();
+    return z + a_inverse_ * AlongUnits(sigma_lu_.solve(Radial(z)));
   }
 
   // H V on the support, exactly.
   Matrix Product(const Matrix& v) const {
     Matrix out = gram_ * v;
     if (curved_) {
-      const Vector radial = unit_.cwiseProduct(v).rowwise().sum();
-      out += (curvature_.asDiagonal() * (v - (unit_.array().colwise() * radial.array()).matrix()));
+      out += curvature_.asDiagonal() * (v - AlongUnits(Radial(v)));
     }
     return out;
   }
+
+  // B^T V: the component u_j . V_j of each row of V [s, k] along its group's unit vector.
+  Vector Radial(const Matrix& v) const { return unit_.cwiseProduct(v).rowwise().sum(); }
+  // B y: rows y_j u_j.
+  Matrix AlongUnits(const Vector& y) const { return unit_.array().colwise() * y.array(); }
 
   const bool curved_;  // k > 1 and lam > 0: the group norms' curvature enters H
   Matrix gram_, unit_, a_inverse_;
@@ -186,9 +188,7 @@ class LassoHessianSolveOp : public OpKernel {
     OP_REQUIRES(ctx, c.shape() == w.shape(),
                 errors::InvalidArgument("C must have the shape of W, ", w.shape().DebugString(),
                                         ", got shape ", c.shape().DebugString()));
-    OP_REQUIRES(ctx, lam.dims() == 0 || (lam.dims() == 1 && lam.dim_size(0) == tasks),
-                errors::InvalidArgument("lam must be a scalar or have shape [T] = [", tasks,
-                                        "], got shape ", lam.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckPerTask(lam, tasks, "lam"));
     const int64_t k = w.dim_size(2);
     Tensor* u = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, c.shape(), &u));
@@ -198,14 +198,13 @@ class LassoHessianSolveOp : public OpKernel {
     }
     const S* x_data = x.flat<S>().data();
     const S* w_data = w.flat<S>().data();
-    const S* lam_data = lam.flat<S>().data();
+    const PerTask<S> lam_of(lam);
     const S* c_data = c.flat<S>().data();
     S* u_data = u->flat<S>().data();
-    const bool lam_scalar = lam.dims() == 0;
     auto work = [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         SolveTask<S>(n, m, k, x_data + t * n * m, w_data + t * m * k,
-                     static_cast<double>(lam_data[lam_scalar ? 0 : t]), c_data + t * m * k,
+                     lam_of[t], c_data + t * m * k,
                      u_data + t * m * k);
       }
     };
