@@ -288,11 +288,16 @@ def load_data(dataset: str, root: str, split: str, images_per_class: int, image_
 
 
 class _Experiment:
-    """The pieces of one run: data, backbone, head, optimizer, trainer and evaluation."""
+    """The pieces of one run: data, backbone, head, optimizer, trainer and evaluation.
 
-    def __init__(self, config: dict, method: str, eps, strategy: tf.distribute.Strategy):
+    `trained=False` (a backbone restored from another run, `eval.backbone_from`) builds no
+    optimizer and no trainer (`optimizer` and `trainer` are None).
+    """
+
+    def __init__(self, config: dict, method: str, eps, strategy: tf.distribute.Strategy,
+                 trained: bool = True):
         self.config = config
-        data, train, seed = config["data"], config["train"], config["seed"]
+        data, seed = config["data"], config["seed"]
         split = lambda name: load_data(data["dataset"], data["root"], name,
                                        data["images_per_class"], data["image_size"], seed,
                                        data["rotations"])
@@ -317,7 +322,15 @@ class _Experiment:
             self.num_features = self.backbone(tf.zeros([1, *image_shape]),
                                               training=False).shape[-1]
             self.head = self._build_head(make_head(method, eps, config, ways))
-            opt = config["optimizer"]
+        self.optimizer = self.trainer = None
+        if trained:
+            self._build_trainer(strategy)
+        self._metrics = {}
+
+    def _build_trainer(self, strategy: tf.distribute.Strategy):
+        """The optimizer (its slots built) and the meta-trainer of the backbone and head."""
+        train, opt = self.config["train"], self.config["optimizer"]
+        with strategy.scope():
             self.optimizer = keras.optimizers.SGD(
                 learning_rate(opt, train["steps_per_epoch"]), momentum=opt["momentum"],
                 nesterov=True)
@@ -327,7 +340,6 @@ class _Experiment:
                 num_episodes=train["episodes_per_batch"], weight_decay=opt["weight_decay"],
                 label_smoothing=train["label_smoothing"], jit_compile=train["jit_compile"])
             self.optimizer.build(self.trainer.variables)
-        self._metrics = {}
 
     def _build_head(self, head: keras.layers.Layer) -> keras.layers.Layer:
         ways, m = head.num_ways, self.num_features
@@ -408,8 +420,8 @@ def train_and_evaluate(config: dict, name: str, method: str, eps, workdir: str,
     if stored is not None:
         logging.info("[%s] finished run found in %s: not redone", name, workdir)
         return stored
-    experiment = _Experiment(config, method, eps, strategy)
     source = config["eval"]["backbone_from"]
+    experiment = _Experiment(config, method, eps, strategy, trained=not source)
     if source:
         final = _validate_restored_backbone(experiment, source, rundir, name)
     else:

@@ -221,6 +221,11 @@ def test_test_settings_are_validated_and_heads_follow_the_number_of_ways(tmp_pat
     head = experiment.head_for(2)
     assert head.num_ways == 2 and float(head.scale) == pytest.approx(3.7)
     assert head.eps == 0.3 and experiment.head_for(3) is experiment.head
+    # a restored backbone (eval.backbone_from) is evaluated without an optimizer or trainer
+    untrained = fewshot._Experiment(config, "proto", None, tf.distribute.get_strategy(),
+                                    trained=False)
+    assert untrained.optimizer is None and untrained.trainer is None
+    assert 0.0 <= untrained.evaluate()[0]["accuracy"] <= 1.0
 
 
 def test_results_from_before_test_settings_are_read_as_the_config_setting(tmp_path):
