@@ -22,7 +22,7 @@ from sdis_tf import config_schema, experiments
 from sdis_tf.config_files import load_config
 from sdis_tf.data.latents import FACTOR_NAMES
 from sdis_tf.data.tasks import TaskBatch
-from sdis_tf.experiments import disentangle
+from sdis_tf.experiments import disentangle, disentangle_rescore
 from sdis_tf.models.conv4 import Conv4Encoder
 from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
 from sdis_tf.train import bilevel, distribute
@@ -182,6 +182,29 @@ def test_run_writes_every_metric_image_and_result(finished_run):
             os.path.join(workdir, "tensorboard", events[0])):
         tags.update(v.tag for v in event.summary.value)
     assert {"eval/mcc", "eval/ica_mcc", "eval/sweeps", "train/loss"} <= tags
+
+
+def test_rescore_reproduces_the_final_evaluation_and_scores_more_rows(finished_run, tmp_path):
+    run = str(tmp_path / "run")
+    shutil.copytree(finished_run[0], run)
+    final = _records(run)[-1]
+    # the run's own rows: the same scores as the evaluation at the end of training
+    same = disentangle_rescore.rescore(run, grid_points=300)
+    assert same["step"] == 4 and same["grid_points"] == 300 and same["train_points"] == 300
+    for key in ("eval/mcc", "eval/r", "eval/dci_d", "eval/mcc_train", "eval/ica_mcc"):
+        assert same[key] == pytest.approx(final[key], abs=1e-6), key
+    more = disentangle_rescore.rescore(run, grid_points=2000, train_points=500)
+    assert more["grid_points"] == 2000 and more["train_points"] == 500
+    assert all(0.0 <= more[k] <= 1.0 + 1e-9 for k in ("eval/mcc", "eval/r", "eval/mcc_train"))
+    with open(os.path.join(run, "rescore_grid2000.json")) as f:
+        stored = json.load(f)
+    assert stored["eval/mcc"] == more["eval/mcc"] and stored["grid_points"] == 2000
+    assert _records(run)[-1] == final  # the run's own records are untouched
+    with pytest.raises(ValueError, match="grid_points must be >= 0"):
+        disentangle_rescore.rescore(run, grid_points=-1)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+        disentangle_rescore.rescore(str(tmp_path / "empty"))
 
 
 def _roll_back_and_rerun(reference, workdir, config):
