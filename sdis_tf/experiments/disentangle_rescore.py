@@ -22,6 +22,7 @@ import time
 
 import tensorflow as tf
 
+from sdis_tf import config_schema
 from sdis_tf.experiments import disentangle
 from sdis_tf.train.checkpoint import Checkpointer
 from sdis_tf.train.rundir import CHECKPOINTS, atomic_write
@@ -34,14 +35,11 @@ def rescore(rundir: str, grid_points: int = 0, train_points: int | None = None) 
     "seconds"}.
 
     Raises:
-      ValueError: grid_points or train_points out of range, or `rundir` holds no
-        disentangle config.
+      ValueError: `rundir` holds no disentangle config.
+      config_schema.ConfigError: the config with grid_points / train_points replaced fails the
+        experiment's schema (e.g. grid_points < 0 or in 1..15, train_points < 16).
       FileNotFoundError: `rundir` has no config.json or no checkpoint.
     """
-    if grid_points < 0:
-        raise ValueError(f"grid_points must be >= 0 (0: every row), got {grid_points}")
-    if train_points is not None and train_points < 16:
-        raise ValueError(f"train_points must be >= 16, got {train_points}")
     config_path = os.path.join(rundir, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{rundir} holds no config.json: not a run directory")
@@ -50,12 +48,13 @@ def rescore(rundir: str, grid_points: int = 0, train_points: int | None = None) 
     if config.get("experiment") != "disentangle":
         raise ValueError(f"{config_path}: experiment is {config.get('experiment')!r}, "
                          "not 'disentangle'")
-    checkpoints = os.path.join(rundir, CHECKPOINTS)
-    if tf.train.latest_checkpoint(checkpoints) is None:
-        raise FileNotFoundError(f"{rundir}: no checkpoint in {checkpoints}")
     config["eval"]["grid_points"] = grid_points
     if train_points is not None:
         config["eval"]["train_points"] = train_points
+    config_schema.validate(config, disentangle.SCHEMA, disentangle.CONSTRAINTS)
+    checkpoints = os.path.join(rundir, CHECKPOINTS)
+    if tf.train.latest_checkpoint(checkpoints) is None:
+        raise FileNotFoundError(f"{rundir}: no checkpoint in {checkpoints}")
     experiment = disentangle._Experiment(config, tf.distribute.get_strategy())
     step = Checkpointer(checkpoints, model=experiment.encoder,
                         optimizer=experiment.optimizer).restore()

@@ -200,8 +200,15 @@ def test_rescore_reproduces_the_final_evaluation_and_scores_more_rows(finished_r
         stored = json.load(f)
     assert stored["eval/mcc"] == more["eval/mcc"] and stored["grid_points"] == 2000
     assert _records(run)[-1] == final  # the run's own records are untouched
-    with pytest.raises(ValueError, match="grid_points must be >= 0"):
+    with pytest.raises(config_schema.ConfigError,
+                       match=r"config.eval.grid_points = -1 is out of range"):
         disentangle_rescore.rescore(run, grid_points=-1)
+    with pytest.raises(config_schema.ConfigError,
+                       match=r"config.eval.grid_points must be 0 \(every row\) or >= 16"):
+        disentangle_rescore.rescore(run, grid_points=5)
+    with pytest.raises(config_schema.ConfigError,
+                       match=r"config.eval.train_points = 3 is out of range"):
+        disentangle_rescore.rescore(run, train_points=3)
     os.makedirs(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
         disentangle_rescore.rescore(str(tmp_path / "empty"))
