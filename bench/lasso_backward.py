@@ -11,7 +11,8 @@ random right-hand side on the support. Reports the relative residual
 ||H x - c|| / ||c|| after 5, 10, 20 and 40 iterations, and the wall time of the
 solve (preconditioner set-up included; at most m k iterations, stopping at rtol 1e-6
 in float32, 1e-12 in float64) in a plain `tf.function`, best of `--repeats`; and the same
-for the C++ op `lasso_op.lasso_hessian_solve` (Woodbury per task in double, refined), which
+for the C++ op `lasso_op.lasso_implicit_vjp` (Woodbury per task in double, refined; its time
+includes the pull-back to dL/dX, dL/dY, dL/dlam that it computes in the same pass), which
 `implicit.lasso_implicit` uses outside XLA when the library is built. (Otherwise it caps
 Woodbury PCG at 10 iterations and uses it only when no support in the batch exceeds 192
 features, outside XLA, whose CPU Cholesky and LU are 10-20x slower than TensorFlow's.
@@ -67,7 +68,7 @@ def bench_cell(T, n, m, k, dtype, active, repeats):
         row[f"{name}_s"] = best_time(lambda: solve(rhs, tf.constant(m * k)).numpy(), repeats,
                                      warmup=True)
     if lasso_op.op_available():
-        solve = tf.function(lambda rhs: lasso_op.lasso_hessian_solve(X, W, lam, rhs))
+        solve = tf.function(lambda rhs: lasso_op.lasso_implicit_vjp(X, Y, W, lam, rhs).U)
         row["op_residual"] = float(tf.norm(matvec(solve(rhs)) - rhs) / tf.norm(rhs))
         row["op_s"] = best_time(lambda: solve(rhs).numpy(), repeats, warmup=True)
     return row
@@ -81,7 +82,8 @@ def markdown(rows):
              f"of the support Hessian, up to rounding, as preconditioner); CPU: "
              f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}). "
              "Residuals ||Hx - c|| / ||c|| after 5 / 10 / 20 / 40 iterations; time of the full "
-             "solve, preconditioner set-up included; the C++ op: residual and time.", "",
+             "solve, preconditioner set-up included; the C++ op: residual and time (of the solve "
+             "and the pull-back).", "",
              "| T | n | m | k | dtype | active | support | "
              + " | ".join(f"{label} residuals" for _, label in METHODS) + " | "
              + " | ".join(f"{label} (ms)" for _, label in METHODS)

@@ -64,6 +64,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -91,6 +92,72 @@ constexpr double kInnerRatio = 0.3;
 // have not changed for this many epochs in a row.
 constexpr int64_t kStableEpochs = 2;
 
+// The epochs' inner loops run on 64-byte vectors (the GCC/Clang vector extension: one AVX-512
+// register, two AVX2 ones, four SSE ones), over cached columns and residual rows padded with
+// zeros to a multiple of kLanes values, so that they need no remainder loop.
+template <typename S>
+struct Packet {
+  typedef S type __attribute__((vector_size(64)));
+  static constexpr int64_t kLanes = 64 / sizeof(S);
+};
+
+template <typename S>
+typename Packet<S>::type LoadPacket(const S* p) {
+  typename Packet<S>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename S>
+void StorePacket(S* p, const typename Packet<S>::type& v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// The sum of a packet's lanes, as a tree (log2 kLanes dependent additions).
+template <typename S>
+S SumLanes(const typename Packet<S>::type& v) {
+  S lanes[Packet<S>::kLanes];
+  std::memcpy(lanes, &v, sizeof(v));
+  for (int64_t width = Packet<S>::kLanes / 2; width > 0; width /= 2) {
+    for (int64_t b = 0; b < width; ++b) lanes[b] += lanes[b + width];
+  }
+  return lanes[0];
+}
+
+// out[l] = <x, rows_l> for Rows rows of length `padded` (a multiple of kLanes), `stride` apart:
+// one pass over x with an accumulator per row.
+template <typename S, int Rows>
+void DotRows(const S* x, const S* rows, int64_t stride, int64_t padded, S* out) {
+  typename Packet<S>::type acc[Rows] = {};
+  for (int64_t i = 0; i < padded; i += Packet<S>::kLanes) {
+    const auto xi = LoadPacket(x + i);
+    for (int l = 0; l < Rows; ++l) acc[l] += xi * LoadPacket(rows + l * stride + i);
+  }
+  for (int l = 0; l < Rows; ++l) out[l] = SumLanes<S>(acc[l]);
+}
+
+// out[l] = <x, rows_l> for l < k, four rows per pass over x.
+template <typename S>
+void DotAllRows(const S* x, const S* rows, int64_t stride, int64_t padded, int64_t k, S* out) {
+  int64_t l = 0;
+  for (; l + 4 <= k; l += 4) DotRows<S, 4>(x, rows + l * stride, stride, padded, out + l);
+  const S* rest = rows + l * stride;
+  switch (k - l) {
+    case 3: DotRows<S, 3>(x, rest, stride, padded, out + l); break;
+    case 2: DotRows<S, 2>(x, rest, stride, padded, out + l); break;
+    case 1: DotRows<S, 1>(x, rest, stride, padded, out + l); break;
+    default: break;
+  }
+}
+
+// row -= a x over `padded` values (a multiple of kLanes).
+template <typename S>
+void SubtractScaled(S* row, const S* x, S a, int64_t padded) {
+  for (int64_t i = 0; i < padded; i += Packet<S>::kLanes) {
+    StorePacket(row + i, LoadPacket(row + i) - a * LoadPacket(x + i));
+  }
+}
+
 struct TaskStats {
   double gap;
   int32_t epochs;
@@ -99,7 +166,8 @@ struct TaskStats {
 
 // Solves one task. x: X [n,m] row-major, y: Y [n,k] row-major, w0 and w: W [m,k] row-major.
 // The columns of X that enter a working set are copied once into a contiguous cache; the
-// gradient X^T R is one GEMM on X as it is stored.
+// gradient X^T R is one GEMM on X as it is stored. Cached columns and the rows of the
+// residual r_ are padded with zeros to padded_ = n rounded up to a multiple of kLanes.
 template <typename S>
 class TaskSolver {
   using Vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
@@ -108,8 +176,9 @@ class TaskSolver {
 
  public:
   TaskSolver(int64_t n, int64_t m, int64_t k, const Options& opt)
-      : n_(n), m_(m), k_(k), opt_(opt), sqn_(m), thr_(m), inv_sqn_(m), active_(m), slot_(m),
-        yd_(k * n), rd_(k * n), r_(k * n), g_(m * k), gnorm_(m), score_(m), gbuf_(k),
+      : n_(n), padded_((n + Packet<S>::kLanes - 1) / Packet<S>::kLanes * Packet<S>::kLanes),
+        m_(m), k_(k), opt_(opt), sqn_(m), thr_(m), inv_sqn_(m), active_(m), slot_(m),
+        yd_(k * n), rd_(k * n), r_(k * padded_, S(0)), g_(m * k), gnorm_(m), score_(m), gbuf_(k),
         vbuf_(k) {
     order_.reserve(m);
     ws_.reserve(m);
@@ -201,11 +270,12 @@ class TaskSolver {
   // Copies column j of X into the cache (once). Invalidates pointers from Column().
   void CacheColumn(int64_t j) {
     if (slot_[j] >= 0) return;
-    slot_[j] = static_cast<int64_t>(cache_.size()) / n_;
+    slot_[j] = static_cast<int64_t>(cache_.size()) / padded_;
     for (int64_t i = 0; i < n_; ++i) cache_.push_back(x_[i * m_ + j]);
+    cache_.resize(cache_.size() + padded_ - n_, S(0));
   }
 
-  const S* Column(int64_t j) const { return &cache_[slot_[j] * n_]; }
+  const S* Column(int64_t j) const { return &cache_[slot_[j] * padded_]; }
 
   bool RowIsZero(const S* w, int64_t j) const {
     for (int64_t l = 0; l < k_; ++l) {
@@ -229,14 +299,17 @@ class TaskSolver {
         for (int64_t i = 0; i < n_; ++i) rl[i] -= wl * xj[i];
       }
     }
-    for (int64_t q = 0; q < k_ * n_; ++q) r_[q] = static_cast<S>(rd_[q]);
+    for (int64_t l = 0; l < k_; ++l) {
+      for (int64_t i = 0; i < n_; ++i) r_[l * padded_ + i] = static_cast<S>(rd_[l * n_ + i]);
+    }
   }
 
   // G = X^T R [m,k] for every feature (one GEMM on X [n,m] row-major = X^T column-major)
   // and the norms ||G_j||.
   void ComputeGradient() {
     Eigen::Map<const ColMatrix> xt(x_, m_, n_);
-    Eigen::Map<const ColMatrix> r(r_.data(), n_, k_);
+    Eigen::Map<const ColMatrix, 0, Eigen::OuterStride<>> r(r_.data(), n_, k_,
+                                                           Eigen::OuterStride<>(padded_));
     Eigen::Map<RowMatrix>(g_.data(), m_, k_).noalias() = xt * r;
     for (int64_t j = 0; j < m_; ++j) {
       double norm2 = 0.0;
@@ -285,8 +358,7 @@ class TaskSolver {
       for (int64_t l = 0; l < k_; ++l) {
         const S wl = w[j * k_ + l];
         if (wl == S(0)) continue;
-        S* rl = &r_[l * n_];
-        for (int64_t i = 0; i < n_; ++i) rl[i] += wl * xj[i];
+        SubtractScaled(&r_[l * padded_], xj, -wl, padded_);
         w[j * k_ + l] = S(0);
       }
     }
@@ -346,13 +418,11 @@ class TaskSolver {
       const S* xj = Column(j);
       S* wj = &w[j * k_];
       S gn2 = S(0), wn2 = S(0), vn2 = S(0);
-      const Eigen::Map<const Vector> xj_vec(xj, n_);
+      DotAllRows(xj, r_.data(), padded_, padded_, k_, g);
       for (int64_t l = 0; l < k_; ++l) {
-        const S acc = xj_vec.dot(Eigen::Map<const Vector>(&r_[l * n_], n_));
-        g[l] = acc;
-        gn2 += acc * acc;
+        gn2 += g[l] * g[l];
         wn2 += wj[l] * wj[l];
-        v[l] = wj[l] + acc * inv_sqn_[j];
+        v[l] = wj[l] + g[l] * inv_sqn_[j];
         vn2 += v[l] * v[l];
       }
       S viol;
@@ -376,8 +446,7 @@ class TaskSolver {
       for (int64_t l = 0; l < k_; ++l) {
         const S delta = shrink * v[l] - wj[l];
         if (delta == S(0)) continue;
-        S* rl = &r_[l * n_];
-        for (int64_t i = 0; i < n_; ++i) rl[i] -= delta * xj[i];
+        SubtractScaled(&r_[l * padded_], xj, delta, padded_);
         wj[l] += delta;
       }
     }
@@ -439,11 +508,11 @@ class TaskSolver {
   // Extends the Gram matrix of the cached columns, cache_gram_(a, b) = <X_a, X_b> by cache
   // slot, to the columns cached since the last call (one GEMM over the new ones).
   void UpdateCacheGram() {
-    const int64_t cached = static_cast<int64_t>(cache_.size()) / n_;
+    const int64_t cached = static_cast<int64_t>(cache_.size()) / padded_;
     const int64_t done = gram_columns_, added = cached - done;
     if (added == 0) return;
     if (cache_gram_.rows() < m_) cache_gram_.resize(m_, m_);
-    const Eigen::Map<const ColMatrix> columns(cache_.data(), n_, cached);
+    const Eigen::Map<const ColMatrix> columns(cache_.data(), padded_, cached);  // zeros add 0
     cache_gram_.block(0, done, cached, added).noalias() =
         (columns.transpose() * columns.rightCols(added)).template cast<double>();
     cache_gram_.block(done, 0, added, done) = cache_gram_.block(0, done, done, added).transpose();
@@ -458,7 +527,7 @@ class TaskSolver {
   void Extrapolate(S* w, double lam) {
     const int64_t K = opt_.anderson;
     const int64_t d = static_cast<int64_t>(ws_.size()) * k_;
-    const int64_t q = n_ * k_;
+    const int64_t q = padded_ * k_;
     if (history_ == 0) {
       hist_w_.resize((K + 1) * d);
       hist_r_.resize((K + 1) * q);
@@ -500,10 +569,10 @@ class TaskSolver {
   static constexpr char kScreened = 1;
   static constexpr char kZeroColumn = 2;
 
-  const int64_t n_, m_, k_;
+  const int64_t n_, padded_, m_, k_;
   const Options opt_;
   const S* x_ = nullptr;        // X [n,m] row-major, the task's input
-  std::vector<S> cache_;        // cached columns of X, column j at [slot_[j]*n, (slot_[j]+1)*n)
+  std::vector<S> cache_;        // cached columns of X, column j at slot_[j] * padded_ (zero-padded)
   std::vector<double> sqn_;     // ||X_j||^2
   std::vector<S> thr_;          // n lam / ||X_j||^2
   std::vector<S> inv_sqn_;      // 1 / ||X_j||^2
@@ -511,7 +580,7 @@ class TaskSolver {
   std::vector<int64_t> slot_;   // position of column j in cache_, or -1
   std::vector<double> yd_;      // Y, k rows of length n
   std::vector<double> rd_;      // R = Y - X W, k rows of length n (outer iterations)
-  std::vector<S> r_;            // the same, updated by the epochs
+  std::vector<S> r_;            // the same, updated by the epochs (rows padded_ apart)
   std::vector<S> g_;            // X^T R [m,k]
   std::vector<double> gnorm_;   // ||X_j^T R||
   std::vector<double> score_;   // working-set scores

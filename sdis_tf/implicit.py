@@ -10,7 +10,9 @@ alone, not by how `sol` was found: the XLA coordinate descent and the C++ op
 share it. The pull-back through dF/dargs is ordinary autodiff of F; the linear
 system is solved by `linear_solve` (default: batched conjugate gradient with
 the autodiff product v -> J^T v, which needs J symmetric positive
-(semi)definite, as it is for the support-restricted Lasso and for ridge).
+(semi)definite, as it is for the support-restricted Lasso and for ridge). For
+the Lasso outside XLA, a C++ kernel computes both steps for the same F
+(`lasso_op.lasso_implicit_vjp`, tested against them).
 
 Differentiable solvers built on it: `lasso_implicit`, `ridge_implicit`, `svm_implicit`.
 """
@@ -139,12 +141,15 @@ def root_vjp(optimality_fn, sol, args, cotangent, linear_solve=None):
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
-def custom_root(optimality_fn, linear_solve=None):
+def custom_root(optimality_fn, linear_solve=None, fused_vjp=None):
     """Decorator: gives `solver(*args) -> (sol, aux)` the implicit gradient of F(sol, *args) = 0.
 
     `solver` returns the solution (differentiated) and any auxiliary output
     (returned under stop-gradient). Every positional argument must be a float
-    tensor; pass non-differentiable settings by closure.
+    tensor; pass non-differentiable settings by closure. `fused_vjp(sol, args,
+    cotangent)`, if given, may compute `root_vjp`'s result in one kernel (the
+    same gradients, from the same F): it returns them, or None where it does not
+    apply (then `root_vjp` runs).
     """
     def decorator(solver):
         @functools.wraps(solver)
@@ -158,7 +163,10 @@ def custom_root(optimality_fn, linear_solve=None):
                 aux_box.append(aux)
 
                 def grad(cotangent):
-                    return root_vjp(optimality_fn, sol, args, cotangent, linear_solve)
+                    grads = fused_vjp(sol, args, cotangent) if fused_vjp else None
+                    if grads is None:
+                        grads = root_vjp(optimality_fn, sol, args, cotangent, linear_solve)
+                    return grads
                 return sol, grad
 
             sol = solve(*args)
@@ -178,19 +186,26 @@ _WOODBURY_MAX_SUPPORT = 192
 _WOODBURY_MAX_ITERATIONS = 10
 
 
+def _lasso_fused_vjp(sol, args, cotangent):
+    """Outside XLA with the C++ library loaded: `lasso_op.lasso_implicit_vjp`, the linear solve
+    (Woodbury per task in double, refined with the exact product) and the pull-back through
+    `lasso_optimality` in one kernel, without the dozens of small TensorFlow ops of CG and
+    autodiff. Else None (`_lasso_linear_solve` and autodiff)."""
+    if in_xla_context() or not lasso_op.op_available():
+        return None
+    X, Y3, lam = args
+    return list(lasso_op.lasso_implicit_vjp(X, Y3, sol, lam, cotangent)[1:])
+
+
 def _lasso_linear_solve(cotangent, sol, args):
-    """H^{-1} C for the support-restricted Hessian H. Outside XLA with the C++ library
-    loaded: `lasso_op.lasso_hessian_solve` (Woodbury per task in double, refined with the
-    exact product; no TensorFlow op per iteration). Otherwise CG with an explicit product (no
-    autodiff in the loop), preconditioned by Woodbury's exact inverse of H (CG then stops
-    after a few iterations, however ill-conditioned H, e.g. a group-Lasso support larger
-    than n) when no support of the batch exceeds `_WOODBURY_MAX_SUPPORT` features, outside
-    XLA; else by the inverse of its k x k diagonal blocks (a group with a small norm has a
-    large curvature lam / ||W_j|| across its direction, which block-Jacobi scaling removes
-    from the condition number)."""
+    """H^{-1} C for the support-restricted Hessian H, inside XLA or without the C++ library:
+    CG with an explicit product (no autodiff in the loop), preconditioned by Woodbury's exact
+    inverse of H (CG then stops after a few iterations, however ill-conditioned H, e.g. a
+    group-Lasso support larger than n) when no support of the batch exceeds
+    `_WOODBURY_MAX_SUPPORT` features, outside XLA; else by the inverse of its k x k diagonal
+    blocks (a group with a small norm has a large curvature lam / ||W_j|| across its
+    direction, which block-Jacobi scaling removes from the condition number)."""
     X, _, lam = args
-    if not in_xla_context() and lasso_op.op_available():
-        return lasso_op.lasso_hessian_solve(X, sol, lam, cotangent)
     matvec = support_hessian_matvec(sol, X, lam)
 
     def block_jacobi_cg():
@@ -218,7 +233,7 @@ def lasso_implicit(X, Y, lam, **solver_kwargs):
     """
     batch = _batch.as_batch(X, Y, lam, name="lasso_implicit")
 
-    @custom_root(lasso_optimality, _lasso_linear_solve)
+    @custom_root(lasso_optimality, _lasso_linear_solve, _lasso_fused_vjp)
     def solve(X, Y3, lam):
         result = lasso(X, Y3, lam, **solver_kwargs)
         return result.W, result

@@ -148,10 +148,11 @@ def test_woodbury_inverse_of_the_support_hessian_matches_a_dense_solve(
     # exact up to the 1e-12 relative jitter that keeps a singular Gram matrix factorisable
     np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-9 * np.abs(expected).max())
     if lasso_op.op_available():  # the same solve in C++ (refined: the jitter's effect removed)
-        op = lasso_op.lasso_hessian_solve(tf.constant(X), W, tf.constant(lam), tf.constant(R))
+        op = lasso_op.lasso_implicit_vjp(tf.constant(X), tf.constant(Y), W, tf.constant(lam),
+                                         tf.constant(R)).U
         np.testing.assert_allclose(op, expected, rtol=1e-9, atol=1e-11 * np.abs(expected).max())
-        op32 = lasso_op.lasso_hessian_solve(*(tf.constant(a, tf.float32)
-                                              for a in (X, W.numpy(), lam, R)))
+        op32 = lasso_op.lasso_implicit_vjp(*(tf.constant(a, tf.float32)
+                                             for a in (X, Y, W.numpy(), lam, R))).U
         assert op32.dtype == tf.float32
         np.testing.assert_allclose(op32, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
 

@@ -10,10 +10,11 @@ conditions (skglm style), Gap Safe screening and Anderson extrapolation, tasks s
 the threads of TensorFlow's CPU pool.
 `epochs` counts passes over the working sets (each far cheaper than a pass over all m features).
 
-`lasso_hessian_solve` is the linear solve of the implicit gradient
-(`custom_ops/lasso_hessian_solve_op.cc`): U = H^{-1} C for the Jacobian H of
-`sdis_tf.solvers.lasso.lasso_optimality` at a solution, whichever solver found it;
-`sdis_tf.implicit` uses it outside XLA when the library is loaded.
+`lasso_implicit_vjp` is the implicit gradient (`custom_ops/lasso_implicit_vjp_op.cc`): at a
+solution W, whichever solver found it, U = H^{-1} C for the Jacobian H of
+`sdis_tf.solvers.lasso.lasso_optimality` and the pull-back of U through that map, i.e.
+`sdis_tf.implicit.root_vjp` for the Lasso in one kernel; `sdis_tf.implicit.lasso_implicit`
+uses it outside XLA when the library is loaded.
 
 The ops have no XLA kernels: they work eagerly and inside `tf.function`, not under
 `jit_compile=True` (`in_xla_context()` tells which case applies; both wrappers raise a ValueError
@@ -26,6 +27,7 @@ use. If it is missing or does not load, `op_available()` is False, one warning i
 importing sdis_tf still works.
 """
 
+import collections
 import importlib.util
 import warnings
 from pathlib import Path
@@ -36,10 +38,12 @@ from tensorflow.python.ops import control_flow_util
 
 from sdis_tf.solvers.lasso import LassoResult
 
-_OP_NAMES = ("SdisLassoCd", "SdisLassoHessianSolve")
+_OP_NAMES = ("SdisLassoCd", "SdisLassoImplicitVjp")
 _BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "custom_ops" / "build.py"
 _FLOAT_DTYPES = (tf.float32, tf.float64)
 _state = {"tried": False, "module": None}
+
+LassoVjp = collections.namedtuple("LassoVjp", ["U", "grad_X", "grad_Y", "grad_lam"])
 
 
 @tf.autograph.experimental.do_not_convert  # file loading, never graph code
@@ -161,21 +165,27 @@ def lasso_op(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None):
     return LassoResult(W, gap, epochs, converged)
 
 
-def lasso_hessian_solve(X, W3, lam, C):
-    """U [T, m, k] = H^{-1} C per task, H = d lasso_optimality / dW at the solution W3.
+def lasso_implicit_vjp(X, Y3, W3, lam, C):
+    """The implicit gradient of the (group) Lasso at a solution W3, for the cotangent C = dL/dW.
 
-    On the support S = {j : W_j != 0}, H = X_S^T X_S / n + lam (I - u_j u_j^T) / ||W_j|| per
-    group (Woodbury, in double, with iterative refinement: see the op's source); U_j = C_j off
-    S. X [T, n, m]; W3 and C [T, m, k]; lam [T], all of X's dtype. Same conditions of use as
-    `lasso_op` (no XLA; RuntimeError if the library is unavailable).
+    Returns `LassoVjp(U, grad_X, grad_Y, grad_lam)`: U [T, m, k] = H^{-1} C with H = d
+    lasso_optimality / dW (on the support S = {j : W_j != 0}, H = X_S^T X_S / n +
+    lam (I - u_j u_j^T) / ||W_j|| per group, u_j = W_j / ||W_j||; Woodbury in double with
+    iterative refinement; U_j = C_j off S), and its pull-back through lasso_optimality,
+    -(dF/d(X, Y, lam))^T U: with V = U on S and 0 off S, R = X W - Y,
+
+        grad_X = -(R V^T + X V W^T) / n,   grad_Y = X V / n,   grad_lam = -sum_{j in S} u_j . U_j.
+
+    X [T, n, m], Y3 [T, n, k], W3 and C [T, m, k], lam [T], all of X's dtype. Same conditions of
+    use as `lasso_op` (no XLA; RuntimeError if the library is unavailable).
     """
     if in_xla_context():
-        raise ValueError("lasso_hessian_solve: the C++ op has no XLA kernel.")
+        raise ValueError("lasso_implicit_vjp: the C++ op has no XLA kernel.")
     module = _load()
     if module is None:
-        raise RuntimeError("lasso_hessian_solve: the C++ Lasso ops are unavailable; run "
+        raise RuntimeError("lasso_implicit_vjp: the C++ Lasso ops are unavailable; run "
                            "`python custom_ops/build.py`.")
-    return module.sdis_lasso_hessian_solve(X, W3, lam, C)
+    return LassoVjp(*module.sdis_lasso_implicit_vjp(X, Y3, W3, lam, C))
 
 
 for _name in _OP_NAMES:

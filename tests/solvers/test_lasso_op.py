@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
-from sdis_tf.implicit import _lasso_linear_solve, custom_root, lasso_implicit
+from sdis_tf.implicit import (_lasso_fused_vjp, _lasso_linear_solve, custom_root, lasso_implicit,
+                              root_vjp)
 from sdis_tf.solvers import lasso, lasso_gap, lasso_lambda_max, lasso_objective
 from sdis_tf.solvers import lasso_op as lasso_op_module
 from sdis_tf.solvers.lasso import lasso_optimality
@@ -288,23 +289,32 @@ def test_bad_inputs_raise_invalid_argument(case):
         lasso_op(X, Y, lam, W0=W0)
 
 
+def _vjp(X, W, lam, C, Y=None):
+    """lasso_implicit_vjp with Y = 0 by default (U does not depend on Y)."""
+    Y = np.zeros(np.shape(X)[:2] + np.shape(W)[2:]) if Y is None else Y
+    return lasso_op_module.lasso_implicit_vjp(X, Y, W, lam, C)
+
+
 @pytest.mark.parametrize("shapes, message", [
-    (((2, 20, 12), (2, 11, 3), (2,), (2, 11, 3)), "W must have shape"),
-    (((2, 20, 12), (2, 12, 3), (2,), (2, 12, 2)), "C must have the shape of W"),
-    (((2, 20, 12), (2, 12, 3), (3,), (2, 12, 3)), "lam must be a scalar"),
+    (((2, 20, 12), (2, 20, 3), (2, 11, 3), (2,), (2, 11, 3)), "W must have shape"),
+    (((2, 20, 12), (2, 20, 3), (2, 12, 3), (2,), (2, 12, 2)), "C must have the shape of W"),
+    (((2, 20, 12), (2, 20, 3), (2, 12, 3), (3,), (2, 12, 3)), "lam must be a scalar"),
+    (((2, 20, 12), (2, 19, 3), (2, 12, 3), (2,), (2, 12, 3)), "Y must have shape"),
+    (((2, 20, 12), (2, 20), (2, 12, 1), (2,), (2, 12, 1)), "Y must have shape"),
 ])
-def test_hessian_solve_rejects_bad_shapes(shapes, message):
-    X, W, lam, C = (tf.ones(shape, tf.float64) for shape in shapes)
+def test_implicit_vjp_rejects_bad_shapes(shapes, message):
+    X, Y, W, lam, C = (tf.ones(shape, tf.float64) for shape in shapes)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        lasso_op_module.lasso_hessian_solve(X, W, lam, C)
+        lasso_op_module.lasso_implicit_vjp(X, Y, W, lam, C)
 
 
-def test_hessian_solve_is_the_identity_off_the_support_and_for_an_empty_one():
+def test_implicit_vjp_solve_is_the_identity_off_the_support_and_for_an_empty_one():
     rng = np.random.default_rng(5)
     X, C = rng.standard_normal((3, 10, 6)), rng.standard_normal((3, 6, 2))
     W = np.zeros((3, 6, 2))
     W[1, 2] = [0.5, -1.0]  # task 1: one active group; tasks 0 and 2: none
-    U = lasso_op_module.lasso_hessian_solve(X, W, np.full(3, 0.1), C).numpy()
+    result = _vjp(X, W, np.full(3, 0.1), C)
+    U = result.U.numpy()
     off = np.ones((3, 6), bool)
     off[1, 2] = False
     np.testing.assert_array_equal(U[off], C[off])
@@ -312,8 +322,40 @@ def test_hessian_solve_is_the_identity_off_the_support_and_for_an_empty_one():
     unit = w / np.linalg.norm(w)
     H = x @ x / 10 * np.eye(2) + 0.1 / np.linalg.norm(w) * (np.eye(2) - np.outer(unit, unit))
     np.testing.assert_allclose(U[1, 2], np.linalg.solve(H, C[1, 2]), rtol=1e-12)
-    empty = lasso_op_module.lasso_hessian_solve(X[:0], W[:0], np.zeros(0), C[:0])
-    assert empty.shape == (0, 6, 2)
+    # nothing moves where the support is empty; off the support dL/dX is 0
+    for grad in (result.grad_X.numpy()[[0, 2]], result.grad_Y.numpy()[[0, 2]],
+                 result.grad_lam.numpy()[[0, 2]], np.delete(result.grad_X.numpy()[1], 2, -1)):
+        np.testing.assert_array_equal(grad, 0.0)
+    empty = _vjp(X[:0], W[:0], np.zeros(0), C[:0])
+    assert [tuple(g.shape) for g in empty] == [(0, 6, 2), (0, 10, 6), (0, 10, 2), (0,)]
+
+
+@pytest.mark.parametrize("T, n, m, k, lam_factor, dtype, rtol", [
+    (4, 20, 6, 1, 0.1, np.float64, 1e-10),     # plain Lasso
+    (3, 15, 40, 3, 0.05, np.float64, 1e-9),    # group Lasso, supports larger than n
+    (3, 30, 8, 2, 0.0, np.float64, 1e-9),      # lam = 0: least squares
+    (4, 20, 10, 3, 0.1, np.float32, 2e-3),
+], ids=["lasso", "group-support>n", "lam=0", "float32"])
+def test_implicit_vjp_equals_the_linear_solve_and_autodiff_pull_back(T, n, m, k, lam_factor,
+                                                                     dtype, rtol):
+    """The fused kernel computes `root_vjp` for lasso_optimality: the TensorFlow linear solve
+    (Woodbury-preconditioned CG) and the autodiff pull-back, at the same solution."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((T, n, m))
+    Y = X @ (rng.standard_normal((T, m, k)) * (rng.random((T, m, 1)) < 0.5))
+    Y += 0.1 * rng.standard_normal(Y.shape)
+    Y[0] = 0.0  # an empty support
+    lam = lam_factor * lasso_lambda_max(X, Y).numpy()
+    W = lasso_op(X, Y, lam, tol=TIGHT, max_epochs=100_000).W.numpy()
+    C = rng.standard_normal(W.shape)
+    args = [tf.constant(a.astype(dtype)) for a in (X, Y, lam)]
+    W, C = tf.constant(W.astype(dtype)), tf.constant(C.astype(dtype))
+    expected = root_vjp(lasso_optimality, W, args, C, _lasso_linear_solve)
+    got = lasso_op_module.lasso_implicit_vjp(args[0], args[1], W, args[2], C)
+    for name, g, e in zip(("grad_X", "grad_Y", "grad_lam"), got[1:], expected):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max(), err_msg=name)
+    assert _lasso_fused_vjp(W, args, C) is not None  # what lasso_implicit uses outside XLA
 
 
 def test_bad_shapes_inside_tf_function_raise_invalid_argument():
