@@ -10,7 +10,7 @@
 //
 // Algorithm (per task), after skglm's MultiTaskBCD (working sets) and Gap Safe screening:
 //   outer iteration:
-//     R = Y - X W (recomputed in double), G = X^T R for all features (one GEMM),
+//     R = Y - X W (recomputed in double), G = X^T R for all features (one pass over X),
 //     dual point and duality gap (below); stop when gap <= tol * ||Y||^2 / (2n);
 //     Gap Safe screening (below) removes features whose optimal W_j is provably 0;
 //     score every remaining feature by its distance to the subdifferential
@@ -58,14 +58,16 @@
 // (multiplying by n lam; for lam = 0 nothing is screened). This is the usual radius
 // sqrt(2 gap') / lam' of 1/2 ||Y - XW||^2 + lam' sum_j ||W_j|| with lam' = n lam, gap' = n gap.
 // Screening only shrinks the working sets: G = X^T R is computed for every feature at each outer
-// iteration (one GEMM), so the dual point, the stopping test and the reported gap are those of
-// the full problem.
+// iteration (one pass over X), so the dual point, the stopping test and the reported gap are
+// those of the full problem.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "Eigen/Core"
@@ -95,11 +97,22 @@ constexpr int64_t kStableEpochs = 2;
 // The epochs' inner loops run on 64-byte vectors (the GCC/Clang vector extension: one AVX-512
 // register, two AVX2 ones, four SSE ones), over cached columns and residual rows padded with
 // zeros to a multiple of kLanes values, so that they need no remainder loop.
+template <typename S, int Bytes>
+struct SimdVector {
+  typedef S type __attribute__((vector_size(Bytes)));
+};
+
 template <typename S>
 struct Packet {
-  typedef S type __attribute__((vector_size(64)));
+  typedef typename SimdVector<S, 64>::type type;
   static constexpr int64_t kLanes = 64 / sizeof(S);
 };
+
+// Storage whose data starts on a 64-byte boundary (Eigen's allocator; TensorFlow builds with
+// EIGEN_MAX_ALIGN_BYTES = 64), so that no packet of a padded row straddles two cache lines
+// (split loads and stores made the group-Lasso solve ~1.15x slower).
+template <typename S>
+using AlignedVector = std::vector<S, Eigen::aligned_allocator<S>>;
 
 template <typename S>
 typename Packet<S>::type LoadPacket(const S* p) {
@@ -113,15 +126,42 @@ void StorePacket(S* p, const typename Packet<S>::type& v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// The sum of a packet's lanes, as a tree (log2 kLanes dependent additions).
-template <typename S>
-S SumLanes(const typename Packet<S>::type& v) {
-  S lanes[Packet<S>::kLanes];
-  std::memcpy(lanes, &v, sizeof(v));
-  for (int64_t width = Packet<S>::kLanes / 2; width > 0; width /= 2) {
-    for (int64_t b = 0; b < width; ++b) lanes[b] += lanes[b + width];
+template <typename S, int Bytes, std::size_t... I>
+typename SimdVector<S, Bytes / 2>::type LowHalf(const typename SimdVector<S, Bytes>::type& v,
+                                                std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, I...);
+}
+
+template <typename S, int Bytes, std::size_t... I>
+typename SimdVector<S, Bytes / 2>::type HighHalf(const typename SimdVector<S, Bytes>::type& v,
+                                                 std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, (I + sizeof...(I))...);
+}
+
+// The sum of a vector's lanes by repeated halving in registers (log2 lanes additions; going
+// through memory stalls on store forwarding when the halves are reloaded).
+template <typename S, int Bytes = 64>
+S SumLanes(const typename SimdVector<S, Bytes>::type& v) {
+  if constexpr (Bytes == sizeof(S)) {
+    return v[0];
+  } else {
+    constexpr std::make_index_sequence<Bytes / 2 / sizeof(S)> half;
+    return SumLanes<S, Bytes / 2>(LowHalf<S, Bytes>(v, half) + HighHalf<S, Bytes>(v, half));
   }
-  return lanes[0];
+}
+
+// Calls f(std::integral_constant<int, Rows>(), l) for consecutive blocks [l, l + Rows) of at
+// most four of k rows: the kernels below keep one block's accumulators in registers.
+template <typename F>
+void ForRowBlocks(int64_t k, F f) {
+  int64_t l = 0;
+  for (; l + 4 <= k; l += 4) f(std::integral_constant<int, 4>(), l);
+  switch (k - l) {
+    case 3: f(std::integral_constant<int, 3>(), l); break;
+    case 2: f(std::integral_constant<int, 2>(), l); break;
+    case 1: f(std::integral_constant<int, 1>(), l); break;
+    default: break;
+  }
 }
 
 // out[l] = <x, rows_l> for Rows rows of length `padded` (a multiple of kLanes), `stride` apart:
@@ -136,18 +176,12 @@ void DotRows(const S* x, const S* rows, int64_t stride, int64_t padded, S* out) 
   for (int l = 0; l < Rows; ++l) out[l] = SumLanes<S>(acc[l]);
 }
 
-// out[l] = <x, rows_l> for l < k, four rows per pass over x.
+// out[l] = <x, rows_l> for l < k.
 template <typename S>
 void DotAllRows(const S* x, const S* rows, int64_t stride, int64_t padded, int64_t k, S* out) {
-  int64_t l = 0;
-  for (; l + 4 <= k; l += 4) DotRows<S, 4>(x, rows + l * stride, stride, padded, out + l);
-  const S* rest = rows + l * stride;
-  switch (k - l) {
-    case 3: DotRows<S, 3>(x, rest, stride, padded, out + l); break;
-    case 2: DotRows<S, 2>(x, rest, stride, padded, out + l); break;
-    case 1: DotRows<S, 1>(x, rest, stride, padded, out + l); break;
-    default: break;
-  }
+  ForRowBlocks(k, [&](auto block, int64_t l) {
+    DotRows<S, block>(x, rows + l * stride, stride, padded, out + l);
+  });
 }
 
 // row -= a x over `padded` values (a multiple of kLanes).
@@ -155,6 +189,66 @@ template <typename S>
 void SubtractScaled(S* row, const S* x, S a, int64_t padded) {
   for (int64_t i = 0; i < padded; i += Packet<S>::kLanes) {
     StorePacket(row + i, LoadPacket(row + i) - a * LoadPacket(x + i));
+  }
+}
+
+// G_l = X^T r_l for Rows rows r_l (length >= n, `stride` apart) and X [n,m] row-major, into
+// rows of length m (`out`, m apart): 2 x kLanes columns of G per pass over X's rows, their
+// accumulators in registers (the tail of fewer than 2 x kLanes columns one at a time).
+template <typename S, int Rows>
+void TransposedProductRows(const S* x, int64_t n, int64_t m, const S* rows, int64_t stride,
+                           S* out) {
+  constexpr int64_t kLanes = Packet<S>::kLanes;
+  int64_t j = 0;
+  for (; j + 2 * kLanes <= m; j += 2 * kLanes) {
+    typename Packet<S>::type acc[Rows][2] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      const auto x0 = LoadPacket(x + i * m + j);
+      const auto x1 = LoadPacket(x + i * m + j + kLanes);
+      for (int l = 0; l < Rows; ++l) {
+        const S r = rows[l * stride + i];
+        acc[l][0] += r * x0;
+        acc[l][1] += r * x1;
+      }
+    }
+    for (int l = 0; l < Rows; ++l) {
+      StorePacket(out + l * m + j, acc[l][0]);
+      StorePacket(out + l * m + j + kLanes, acc[l][1]);
+    }
+  }
+  for (; j < m; ++j) {
+    S acc[Rows] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      for (int l = 0; l < Rows; ++l) acc[l] += rows[l * stride + i] * x[i * m + j];
+    }
+    for (int l = 0; l < Rows; ++l) out[l * m + j] = acc[l];
+  }
+}
+
+// kLanes values of a padded column of S as doubles (the residual is recomputed in double).
+template <typename S>
+typename SimdVector<double, 64>::type LoadAsDouble(const S* p) {
+  typename SimdVector<S, 8 * sizeof(S)>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return __builtin_convertvector(v, typename SimdVector<double, 64>::type);
+}
+
+// rows_l = y_l - sum_a w[a * k + l] columns_a for Rows rows of length `padded` (`stride` apart,
+// in double) over the listed columns, 8 values of each row at a time held in registers while
+// the columns stream past.
+template <typename S, int Rows>
+void ResidualRows(const double* y, const std::vector<const S*>& columns, const S* w, int64_t k,
+                  int64_t stride, int64_t padded, double* rows) {
+  using Doubles = typename SimdVector<double, 64>::type;
+  constexpr int64_t kDoubleLanes = 64 / sizeof(double);
+  for (int64_t i = 0; i < padded; i += kDoubleLanes) {
+    Doubles acc[Rows];
+    for (int l = 0; l < Rows; ++l) std::memcpy(&acc[l], y + l * stride + i, sizeof(Doubles));
+    for (size_t a = 0; a < columns.size(); ++a) {
+      const Doubles xa = LoadAsDouble(columns[a] + i);
+      for (int l = 0; l < Rows; ++l) acc[l] -= static_cast<double>(w[a * k + l]) * xa;
+    }
+    for (int l = 0; l < Rows; ++l) std::memcpy(rows + l * stride + i, &acc[l], sizeof(Doubles));
   }
 }
 
@@ -166,20 +260,19 @@ struct TaskStats {
 
 // Solves one task. x: X [n,m] row-major, y: Y [n,k] row-major, w0 and w: W [m,k] row-major.
 // The columns of X that enter a working set are copied once into a contiguous cache; the
-// gradient X^T R is one GEMM on X as it is stored. Cached columns and the rows of the
-// residual r_ are padded with zeros to padded_ = n rounded up to a multiple of kLanes.
+// gradient X^T R is computed from X as it is stored. Cached columns and the rows of Y and of
+// the residual are padded with zeros to padded_ = n rounded up to a multiple of kLanes.
 template <typename S>
 class TaskSolver {
   using Vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
   using ColMatrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-  using RowMatrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
  public:
   TaskSolver(int64_t n, int64_t m, int64_t k, const Options& opt)
       : n_(n), padded_((n + Packet<S>::kLanes - 1) / Packet<S>::kLanes * Packet<S>::kLanes),
         m_(m), k_(k), opt_(opt), sqn_(m), thr_(m), inv_sqn_(m), active_(m), slot_(m),
-        yd_(k * n), rd_(k * n), r_(k * padded_, S(0)), g_(m * k), gnorm_(m), score_(m), gbuf_(k),
-        vbuf_(k) {
+        yd_(k * padded_, 0.0), rd_(k * padded_, 0.0), r_(k * padded_, S(0)), g_(k * m),
+        gnorm_(m), score_(m), gbuf_(k), vbuf_(k) {
     order_.reserve(m);
     ws_.reserve(m);
   }
@@ -262,7 +355,7 @@ class TaskSolver {
       }
     }
     for (int64_t i = 0; i < n_; ++i) {
-      for (int64_t l = 0; l < k_; ++l) yd_[l * n_ + i] = y[i * k_ + l];
+      for (int64_t l = 0; l < k_; ++l) yd_[l * padded_ + i] = y[i * k_ + l];
     }
     gram_columns_ = 0;
   }
@@ -286,35 +379,36 @@ class TaskSolver {
 
   // R = Y - X W in double (no drift from the incremental updates), copied to r_ for the epochs.
   void ComputeResidual(const S* w) {
+    nonzero_.clear();
     for (int64_t j = 0; j < m_; ++j) {
-      if (active_[j] == kActive && !RowIsZero(w, j)) CacheColumn(j);
-    }
-    rd_ = yd_;
-    for (int64_t j = 0; j < m_; ++j) {
-      if (active_[j] != kActive || RowIsZero(w, j)) continue;
-      const S* xj = Column(j);
-      for (int64_t l = 0; l < k_; ++l) {
-        const double wl = w[j * k_ + l];
-        double* rl = &rd_[l * n_];
-        for (int64_t i = 0; i < n_; ++i) rl[i] -= wl * xj[i];
+      if (active_[j] == kActive && !RowIsZero(w, j)) {
+        CacheColumn(j);
+        nonzero_.push_back(j);
       }
     }
-    for (int64_t l = 0; l < k_; ++l) {
-      for (int64_t i = 0; i < n_; ++i) r_[l * padded_ + i] = static_cast<S>(rd_[l * n_ + i]);
+    nonzero_columns_.clear();
+    nonzero_w_.clear();
+    for (int64_t j : nonzero_) {
+      nonzero_columns_.push_back(Column(j));
+      nonzero_w_.insert(nonzero_w_.end(), w + j * k_, w + (j + 1) * k_);
     }
+    ForRowBlocks(k_, [&](auto block, int64_t l) {
+      ResidualRows<S, block>(&yd_[l * padded_], nonzero_columns_, nonzero_w_.data() + l, k_,
+                             padded_, padded_, &rd_[l * padded_]);
+    });
+    for (size_t i = 0; i < rd_.size(); ++i) r_[i] = static_cast<S>(rd_[i]);
   }
 
-  // G = X^T R [m,k] for every feature (one GEMM on X [n,m] row-major = X^T column-major)
-  // and the norms ||G_j||.
+  // G = X^T R for every feature, k rows of length m (from X [n,m] as it is stored), and the
+  // norms ||G_j||.
   void ComputeGradient() {
-    Eigen::Map<const ColMatrix> xt(x_, m_, n_);
-    Eigen::Map<const ColMatrix, 0, Eigen::OuterStride<>> r(r_.data(), n_, k_,
-                                                           Eigen::OuterStride<>(padded_));
-    Eigen::Map<RowMatrix>(g_.data(), m_, k_).noalias() = xt * r;
+    ForRowBlocks(k_, [&](auto block, int64_t l) {
+      TransposedProductRows<S, block>(x_, n_, m_, &r_[l * padded_], padded_, &g_[l * m_]);
+    });
     for (int64_t j = 0; j < m_; ++j) {
       double norm2 = 0.0;
       for (int64_t l = 0; l < k_; ++l) {
-        norm2 += static_cast<double>(g_[j * k_ + l]) * g_[j * k_ + l];
+        norm2 += static_cast<double>(g_[l * m_ + j]) * g_[l * m_ + j];
       }
       gnorm_[j] = std::sqrt(norm2);
     }
@@ -337,7 +431,7 @@ class TaskSolver {
       for (int64_t l = 0; l < k_; ++l) {
         const double wl = w[j * k_ + l];
         wn2 += wl * wl;
-        wg += wl * g_[j * k_ + l];
+        wg += wl * g_[l * m_ + j];
       }
       if (wn2 > 0.0) gap += lam * std::sqrt(wn2) - alpha_ * wg / nd;
     }
@@ -382,7 +476,7 @@ class TaskSolver {
         const double scale = lam / std::sqrt(wn2);
         double d2 = 0.0;
         for (int64_t l = 0; l < k_; ++l) {
-          const double d = -g_[j * k_ + l] / nd + scale * w[j * k_ + l];
+          const double d = -g_[l * m_ + j] / nd + scale * w[j * k_ + l];
           d2 += d * d;
         }
         viol = std::sqrt(d2);
@@ -572,16 +666,16 @@ class TaskSolver {
   const int64_t n_, padded_, m_, k_;
   const Options opt_;
   const S* x_ = nullptr;        // X [n,m] row-major, the task's input
-  std::vector<S> cache_;        // cached columns of X, column j at slot_[j] * padded_ (zero-padded)
+  AlignedVector<S> cache_;      // cached columns of X, column j at slot_[j] * padded_ (zero-padded)
   std::vector<double> sqn_;     // ||X_j||^2
   std::vector<S> thr_;          // n lam / ||X_j||^2
   std::vector<S> inv_sqn_;      // 1 / ||X_j||^2
   std::vector<char> active_;    // kActive, kScreened or kZeroColumn
   std::vector<int64_t> slot_;   // position of column j in cache_, or -1
-  std::vector<double> yd_;      // Y, k rows of length n
-  std::vector<double> rd_;      // R = Y - X W, k rows of length n (outer iterations)
-  std::vector<S> r_;            // the same, updated by the epochs (rows padded_ apart)
-  std::vector<S> g_;            // X^T R [m,k]
+  AlignedVector<double> yd_;    // Y, k rows (padded_ apart, zero-padded)
+  AlignedVector<double> rd_;    // R = Y - X W, the same layout (outer iterations)
+  AlignedVector<S> r_;          // the same, updated by the epochs (rows padded_ apart)
+  std::vector<S> g_;            // X^T R, k rows of length m
   std::vector<double> gnorm_;   // ||X_j^T R||
   std::vector<double> score_;   // working-set scores
   std::vector<S> gbuf_, vbuf_;  // per-feature scratch [k]
@@ -594,6 +688,10 @@ class TaskSolver {
   int64_t history_ = 0;         // iterates stored so far
   bool pattern_changed_ = false;  // the last epoch changed the support or (k = 1) a sign
   std::vector<int64_t> order_, ws_;
+  // ComputeResidual: the features with W_j != 0, their cached columns and their W_j rows
+  std::vector<int64_t> nonzero_;
+  std::vector<const S*> nonzero_columns_;
+  std::vector<S> nonzero_w_;
   double alpha_ = 1.0;
 };
 

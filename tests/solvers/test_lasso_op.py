@@ -78,7 +78,9 @@ def _lam(X, Y, eps):
     return eps * lasso_lambda_max(X, Y).numpy()
 
 
-@pytest.mark.parametrize("n,m,k", [(20, 40, None), (40, 15, None), (20, 40, 3), (40, 15, 2)])
+# (37, 70, 5): n and m off the vector widths, k = 4 + 1 rows in the kernels' row blocks
+@pytest.mark.parametrize("n,m,k", [(20, 40, None), (40, 15, None), (20, 40, 3), (40, 15, 2),
+                                   (37, 70, 5)])
 def test_matches_sklearn(n, m, k):
     X, Y = _problem(n + m, 3, n, m, k)
     lam = _lam(X, Y, np.array([0.05, 0.2, 0.6]))
@@ -241,7 +243,7 @@ def test_lam_zero_is_least_squares_without_certificate():
     assert not np.any(result.converged) and np.all(result.epochs.numpy() == 500)
 
 
-@pytest.mark.parametrize("k", [None, 4])
+@pytest.mark.parametrize("k", [None, 4, 7])
 def test_float32(k):
     X, Y = _problem(9, 4, 25, 200, k)
     lam = _lam(X, Y, np.array([0.05, 0.1, 0.3, 0.7]))
