@@ -225,7 +225,8 @@ void TransposedProductRows(const S* x, int64_t n, int64_t m, const S* rows, int6
   }
 }
 
-// kLanes values of a padded column of S as doubles (the residual is recomputed in double).
+// 8 values (one double packet) of a padded column of S as doubles (the residual is recomputed
+// in double).
 template <typename S>
 typename SimdVector<double, 64>::type LoadAsDouble(const S* p) {
   typename SimdVector<S, 8 * sizeof(S)>::type v;
