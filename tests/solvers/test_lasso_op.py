@@ -78,9 +78,10 @@ def _lam(X, Y, eps):
     return eps * lasso_lambda_max(X, Y).numpy()
 
 
-# (37, 70, 5): n and m off the vector widths, k = 4 + 1 rows in the kernels' row blocks
+# (37, 70, 5), (37, 70, 13): n and m off the vector widths; k = 5 rows in one of the kernels'
+# row blocks, 13 = 6 + 6 + 1 in three
 @pytest.mark.parametrize("n,m,k", [(20, 40, None), (40, 15, None), (20, 40, 3), (40, 15, 2),
-                                   (37, 70, 5)])
+                                   (37, 70, 5), (37, 70, 13)])
 def test_matches_sklearn(n, m, k):
     X, Y = _problem(n + m, 3, n, m, k)
     lam = _lam(X, Y, np.array([0.05, 0.2, 0.6]))
