@@ -185,23 +185,23 @@ void ForRowBlocks(int64_t k, F f) {
   ForLastRowBlock<kRowBlock - 1>(k - l, l, f);
 }
 
-// out[l] = <x, rows_l> for Rows rows of length `padded` (a multiple of kLanes), `stride` apart:
+// out[l] = <x, rows_l> for Rows consecutive rows of length `padded` (a multiple of kLanes):
 // one pass over x with an accumulator per row.
 template <typename S, int Rows>
-void DotRows(const S* x, const S* rows, int64_t stride, int64_t padded, S* out) {
+void DotRows(const S* x, const S* rows, int64_t padded, S* out) {
   typename Packet<S>::type acc[Rows] = {};
   for (int64_t i = 0; i < padded; i += Packet<S>::kLanes) {
     const auto xi = LoadPacket(x + i);
-    for (int l = 0; l < Rows; ++l) acc[l] += xi * LoadPacket(rows + l * stride + i);
+    for (int l = 0; l < Rows; ++l) acc[l] += xi * LoadPacket(rows + l * padded + i);
   }
   for (int l = 0; l < Rows; ++l) out[l] = SumLanes<S>(acc[l]);
 }
 
 // out[l] = <x, rows_l> for l < k.
 template <typename S>
-void DotAllRows(const S* x, const S* rows, int64_t stride, int64_t padded, int64_t k, S* out) {
+void DotAllRows(const S* x, const S* rows, int64_t padded, int64_t k, S* out) {
   ForRowBlocks(k, [&](auto block, int64_t l) {
-    DotRows<S, block>(x, rows + l * stride, stride, padded, out + l);
+    DotRows<S, block>(x, rows + l * padded, padded, out + l);
   });
 }
 
@@ -214,12 +214,12 @@ void SubtractScaled(S* row, const S* x, S a, int64_t padded) {
 }
 
 // One feature's residual update fused with the next feature's dot products, in one pass over
-// the rows: rows_l -= delta[l] x_old, then out[l] = <x_new, rows_l>, for Rows rows of length
-// `padded` (a multiple of kLanes), `stride` apart. The epochs' inner loops are bound by loads
+// the rows: rows_l -= delta[l] x_old, then out[l] = <x_new, rows_l>, for Rows consecutive rows
+// of length `padded` (a multiple of kLanes). The epochs' inner loops are bound by loads
 // and stores, and this reads each row once instead of twice.
 template <typename S, int Rows>
-void UpdateDotRows(const S* x_old, const S* delta, const S* x_new, S* rows, int64_t stride,
-                   int64_t padded, S* out) {
+void UpdateDotRows(const S* x_old, const S* delta, const S* x_new, S* rows, int64_t padded,
+                   S* out) {
   typename Packet<S>::type acc[Rows] = {};
   S d[Rows];
   for (int l = 0; l < Rows; ++l) d[l] = delta[l];
@@ -227,8 +227,8 @@ void UpdateDotRows(const S* x_old, const S* delta, const S* x_new, S* rows, int6
     const auto xa = LoadPacket(x_old + i);
     const auto xb = LoadPacket(x_new + i);
     for (int l = 0; l < Rows; ++l) {
-      const auto r = LoadPacket(rows + l * stride + i) - d[l] * xa;
-      StorePacket(rows + l * stride + i, r);
+      const auto r = LoadPacket(rows + l * padded + i) - d[l] * xa;
+      StorePacket(rows + l * padded + i, r);
       acc[l] += xb * r;
     }
   }
@@ -280,21 +280,21 @@ DoublePacket LoadAsDouble(const S* p) {
   return __builtin_convertvector(v, DoublePacket);
 }
 
-// rows_l = y_l - sum_a w[a * k + l] columns_a for Rows rows of length `padded` (`stride` apart,
-// in double) over the listed columns, a packet of each row at a time held in registers while
+// rows_l = y_l - sum_a w[a * k + l] columns_a for Rows consecutive rows of length `padded` (in
+// double) over the listed columns, a packet of each row at a time held in registers while
 // the columns stream past.
 template <typename S, int Rows>
 void ResidualRows(const double* y, const std::vector<const S*>& columns, const S* w, int64_t k,
-                  int64_t stride, int64_t padded, double* rows) {
+                  int64_t padded, double* rows) {
   for (int64_t i = 0; i < padded; i += kDoubleLanes) {
     DoublePacket acc[Rows];
-    for (int l = 0; l < Rows; ++l) std::memcpy(&acc[l], y + l * stride + i, sizeof(DoublePacket));
+    for (int l = 0; l < Rows; ++l) std::memcpy(&acc[l], y + l * padded + i, sizeof(DoublePacket));
     for (size_t a = 0; a < columns.size(); ++a) {
       const DoublePacket xa = LoadAsDouble(columns[a] + i);
       for (int l = 0; l < Rows; ++l) acc[l] -= static_cast<double>(w[a * k + l]) * xa;
     }
     for (int l = 0; l < Rows; ++l) {
-      std::memcpy(rows + l * stride + i, &acc[l], sizeof(DoublePacket));
+      std::memcpy(rows + l * padded + i, &acc[l], sizeof(DoublePacket));
     }
   }
 }
@@ -433,7 +433,7 @@ class TaskSolver {
         nonzero_.push_back(j);
       }
     }
-    nonzero_columns_.clear();
+    nonzero_columns_.clear();  // only now: caching a column may move the cache
     nonzero_w_.clear();
     for (int64_t j : nonzero_) {
       nonzero_columns_.push_back(Column(j));
@@ -441,7 +441,7 @@ class TaskSolver {
     }
     ForRowBlocks(k_, [&](auto block, int64_t l) {
       ResidualRows<S, block>(&yd_[l * padded_], nonzero_columns_, nonzero_w_.data() + l, k_,
-                             padded_, padded_, &rd_[l * padded_]);
+                             padded_, &rd_[l * padded_]);
     });
     for (size_t i = 0; i < rd_.size(); ++i) r_[i] = static_cast<S>(rd_[i]);
   }
@@ -562,11 +562,10 @@ class TaskSolver {
       S* wj = &w[j * k_];
       S gn2 = S(0), wn2 = S(0), vn2 = S(0);
       if (moved == nullptr) {
-        DotAllRows(xj, r_.data(), padded_, padded_, k_, g);
+        DotAllRows(xj, r_.data(), padded_, k_, g);
       } else {  // the residual update of the previous feature, then the dot products
         ForRowBlocks(k_, [&](auto block, int64_t l) {
-          UpdateDotRows<S, block>(moved, delta + l, xj, &r_[l * padded_], padded_, padded_,
-                                  g + l);
+          UpdateDotRows<S, block>(moved, delta + l, xj, &r_[l * padded_], padded_, g + l);
         });
       }
       for (int64_t l = 0; l < k_; ++l) {
