@@ -1,12 +1,12 @@
-"""main.py in-process: flags, exit codes, clear errors (the CLI subprocess run is in
-tests/experiments/test_quickstart.py)."""
+"""The command line (sdis_tf.cli, behind main.py and python -m sdis_tf) in-process: flags,
+exit codes, clear errors (the subprocess run is in tests/experiments/test_quickstart.py)."""
 
-import importlib.util
 import os
 
 import pytest
 from absl import flags
 
+from sdis_tf import cli
 from sdis_tf.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,10 +15,7 @@ CONFIG = os.path.join(ROOT, "configs", "quickstart.py")
 
 @pytest.fixture(scope="module")
 def main_module():
-    spec = importlib.util.spec_from_file_location("sdis_main", os.path.join(ROOT, "main.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return cli
 
 
 @pytest.fixture
