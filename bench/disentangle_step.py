@@ -107,7 +107,7 @@ def _supervised_step(experiment, jit_compile: bool):
 def measure(method: str, image_size: int, jit_compile: bool, precision: str, steps: int,
             warmup: int) -> dict:
     config = _config(method, image_size, jit_compile, precision)
-    experiment = disentangle._Experiment(config, tf.distribute.get_strategy())
+    experiment = disentangle.DisentangleRun(config, tf.distribute.get_strategy())
     raw = next(iter(pipeline.task_batches(
         experiment.source, num_tasks=8, num_samples=50, latents=experiment.latents,
         distribution=disentangle.distribution_name(config["data"]), num_steps=1)))

@@ -9,10 +9,11 @@ For each backbone (small conv at 32x32; ResNet-12 at 32x32 and, without
 - backbone: forward + backward of the T * (25 + 75) images in training mode
   (gradient of a scalar of the features w.r.t. the backbone's weights),
   as the meta-training step does (`train.meta`, not XLA-compiled);
-- head: forward + backward of `layers.SparseSVMHead` on those features
+- head: forward + backward of `heads.SparseSVMHead` on those features
   (lambda_max, the dual FISTA solve, the query logits, the implicit gradient
   w.r.t. the support and query features and the scale), for the sparse head
-  (eps = 0.1, i.e. lam1 = 0.1 lambda_max) and the dense one (lam1 = 0), with the
+  (eps = 0.1, i.e. lam1 = 0.1 lambda_max) and the dense one (`heads.DenseSVMHead`,
+  lam1 = 0), with the
   dual gap tolerance `--tol` (the head's default 1e-4; the CPU presets use 1e-3) and
   max_iter 1000; `svm_lambda_max` alone is timed too;
 - the head's share: head / backbone (issue 8 asks <= 25%).
@@ -32,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sdis_tf import layers
+from sdis_tf import heads
 from sdis_tf.solvers import svm_lambda_max
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
@@ -66,21 +67,20 @@ def bench_cell(name, backbone, side, T, repeats, rng, tol):
     onehot = tf.one_hot(labels, WAYS)
     lambda_max = tf.function(lambda support: svm_lambda_max(support, onehot))
     row["lambda_max_s"] = best_time(lambda: lambda_max(support).numpy(), repeats, warmup=True)
-    for head_name, head in (("sparse", layers.SparseSVMHead(WAYS, 0.1, tol=tol)),
-                            ("dense", layers.SparseSVMHead(WAYS, lam1=0.0, tol=tol))):
+    for head_name, head in (("sparse", heads.SparseSVMHead(WAYS, 0.1, tol=tol)),
+                            ("dense", heads.DenseSVMHead(WAYS, tol=tol))):
         head((support, labels, query))
 
         @tf.function
         def head_step(support, query, head=head):
             with tf.GradientTape() as tape:
                 tape.watch([support, query])
-                W, result = head.solve((support, labels, query))
-                logits = head.scale * tf.einsum("tqm,tkm->tqk", query, W)
+                solution = head.solve((support, labels, query))
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    query_labels, logits))
+                    query_labels, solution.predictions))
             grads = tape.gradient(loss, [support, query, head.scale])
-            used = tf.reduce_mean(tf.cast(tf.reduce_any(W != 0, axis=1), tf.float32))
-            return grads, used, result.iterations
+            used = tf.reduce_mean(tf.cast(solution.used_features, tf.float32))
+            return grads, used, solution.certificate.iterations
 
         _, used, iterations = head_step(support, query)
         row[f"{head_name}_s"] = best_time(

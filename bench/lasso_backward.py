@@ -6,16 +6,16 @@ with the block-Jacobi one and with the Woodbury inverse of the support Hessian, 
 For each (T, n, m, k, dtype, active): random tasks with that fraction of active groups
 (0.1: a sparse support; 1.0: the support exceeds n, a near-singular Hessian) and 10% noise,
 lam = 0.1 lambda_max, W from `solvers.lasso`; the system is the backward pass's
-(the support-restricted Hessian of `solvers.lasso.support_hessian_matvec`) with a
+(the support-restricted Hessian of `solvers.lasso_grad.support_hessian_matvec`) with a
 random right-hand side on the support. Reports the relative residual
 ||H x - c|| / ||c|| after 5, 10, 20 and 40 iterations, and the wall time of the
 solve (preconditioner set-up included; at most m k iterations, stopping at rtol 1e-6
 in float32, 1e-12 in float64) in a plain `tf.function`, best of `--repeats`; and the same
 for the C++ op `lasso_op.lasso_implicit_vjp` (Woodbury per task in double, refined; its time
 includes the pull-back to dL/dX, dL/dY, dL/dlam that it computes in the same pass), which
-`implicit.lasso_implicit` uses outside XLA when the library is built. (Otherwise it caps
-Woodbury PCG at 10 iterations and uses it only when no support in the batch exceeds 192
-features, outside XLA, whose CPU Cholesky and LU are 10-20x slower than TensorFlow's.
+`solvers.lasso_implicit` uses on the op backend. (On the XLA backend it caps Woodbury PCG at
+10 iterations and uses it only when no support in the batch exceeds 192 features, outside
+XLA, whose CPU Cholesky and LU are 10-20x slower than TensorFlow's.
 Woodbury PCG works on the supports gathered into s = largest support rows per task.)
 """
 
@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from sdis_tf import implicit, solvers
 from sdis_tf.solvers import lasso_op
-from sdis_tf.solvers.lasso import (support_hessian_block_inverse, support_hessian_inverse,
-                                   support_hessian_matvec)
+from sdis_tf.solvers.lasso_grad import (support_hessian_block_inverse, support_hessian_inverse,
+                                        support_hessian_matvec)
 from _timing import best_time, write_results
 
 # (T, n, m, k, dtype, fraction of active groups in the true W)

@@ -13,12 +13,21 @@ are steady-state (after compilation, called from a tf.function; an eager call ad
 a few ms of Python-side checks and dispatch), best of `--repeats`; scikit-learn and
 skglm (each call a loop over the T tasks) best of `--ref_repeats`. Writes a
 Markdown table and JSON.
+
+The error contract's check (README, "Error contract") is timed on its own, compiled as
+each backend runs it, and reported as a fraction of that backend's solve: on the XLA
+backend the per-task finiteness of X, Y, W0 and lam and the masks of the results; on the
+op backend the mask that turns a negative lam into NaN (the kernel checks the column norms
+it computes anyway). Each is repeated CHECK_REPEATS times inside one function, each
+repetition depending on the previous one (so that nothing is hoisted or merged), and the
+time divided by CHECK_REPEATS: the cost inside a solve, without a function call's.
 """
 
 import argparse
 import json
 import os
 import platform
+import sys
 import warnings
 
 import numpy as np
@@ -26,9 +35,9 @@ import tensorflow as tf
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Lasso, MultiTaskLasso
 
-from sdis_tf import implicit, solvers
+from sdis_tf import solvers
 
-from sdis_tf.solvers import lasso_op
+from sdis_tf.solvers import inputs, lasso_op
 from _timing import best_time, write_results
 
 try:
@@ -42,6 +51,30 @@ BACKENDS = ("xla", "op") if lasso_op.op_available() else ("xla",)
 def loop_solve(estimator, X, Y, lam):
     """A per-task scikit-learn-style estimator looped over the batch -> W [T, m(, k)]."""
     return np.stack([estimator(lam_t).fit(X_t, Y_t).coef_.T for X_t, Y_t, lam_t in zip(X, Y, lam)])
+
+
+CHECK_REPEATS = 100
+
+
+@tf.function(jit_compile=True)
+def xla_checks(X, Y, lam, W, gap):
+    """CHECK_REPEATS times what the XLA backend adds to a solve for the error contract
+    (`lasso._solve`); each on X scaled by a factor the previous one leaves at 1."""
+    def body(i, scale):
+        valid = inputs.valid_tasks(X * scale, Y, W, lam, nonnegative=(lam,))
+        W_out = inputs.where_tasks(valid & tf.math.is_finite(gap), W)
+        certified = inputs.finite_tasks(W_out) & tf.math.is_finite(inputs.where_tasks(valid, gap))
+        return i + 1, tf.where(tf.reduce_all(certified), scale, scale + 1)
+    return tf.while_loop(lambda i, scale: i < CHECK_REPEATS, body, (0, tf.ones([], X.dtype)))[1]
+
+
+@tf.function
+def op_checks(lam):
+    """CHECK_REPEATS times what the op backend adds to a solve for the error contract
+    (`lasso.lasso`)."""
+    for _ in range(CHECK_REPEATS):
+        lam = tf.where(lam >= 0, lam, tf.constant(float("nan"), lam.dtype))
+    return lam
 
 
 def bench_cell(T, m, k, n, tol, repeats, ref_repeats, rng):
@@ -61,6 +94,12 @@ def bench_cell(T, m, k, n, tol, repeats, ref_repeats, rng):
         row[f"{backend}_s"] = best_time(lambda: forward(Xt, Yt, lamt).W.numpy(), repeats)
         row[f"{backend}_gap"] = worst_gap(result.W.numpy())
         row[f"{backend}_max_epochs"] = int(np.max(result.epochs.numpy()))
+    check_args = (Xt, tf.reshape(Yt, [T, n, k]), lamt, tf.reshape(result.W, [T, m, k]),
+                  result.gap)
+    row["xla_check_s"] = best_time(lambda: xla_checks(*check_args).numpy(), repeats,
+                                   warmup=True) / CHECK_REPEATS
+    row["op_check_s"] = best_time(lambda: op_checks(lamt).numpy(), repeats,
+                                  warmup=True) / CHECK_REPEATS
 
     sk_class = Lasso if k == 1 else MultiTaskLasso
     sk = lambda a: sk_class(alpha=a, fit_intercept=False, tol=tol / 2, max_iter=100_000)
@@ -81,8 +120,8 @@ def bench_cell(T, m, k, n, tol, repeats, ref_repeats, rng):
             with tf.GradientTape() as tape:
                 tape.watch(X)
                 if diff == "implicit":
-                    W, _ = implicit.lasso_implicit(X, Yt, lamt, tol=tol, max_epochs=100_000,
-                                                   backend=backend)
+                    W, _ = solvers.lasso_implicit(X, Yt, lamt, tol=tol, max_epochs=100_000,
+                                                  backend=backend)
                 else:
                     W = solvers.lasso_unrolled(X, Yt, lamt, epochs=row["xla_max_epochs"])
                 loss = tf.reduce_sum(tf.square(W))
@@ -98,7 +137,7 @@ def bench_cell(T, m, k, n, tol, repeats, ref_repeats, rng):
     return row
 
 
-def markdown(rows, tol):
+def markdown(rows, tol, command):
     columns = [("T", "T"), ("m", "m"), ("k", "k")]
     columns += [(f"{b}_s", f"{b} (s)") for b in BACKENDS]
     columns += [("sklearn_s", "sklearn (s)"), ("skglm_s", "skglm (s)")]
@@ -106,19 +145,22 @@ def markdown(rows, tol):
     columns += [("gaps", "worst gap " + " / ".join((*BACKENDS, "sklearn", "skglm")))]
     columns += [(f"fwd_bwd_implicit_{b}_s", f"fwd+bwd implicit {b} (s)") for b in BACKENDS]
     columns += [("fwd_bwd_unroll_s", "fwd+bwd unroll xla (s)")]
+    columns += [(f"check_{b}", f"contract check / {b} solve") for b in BACKENDS]
     fmt = lambda v: "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
     lines = []
     for r in rows:
         r = dict(r)
         for b in BACKENDS:
             r[f"speedup_{b}"] = f"{r['sklearn_s'] / r[f'{b}_s']:.1f}x"
+            r[f"check_{b}"] = f"{100 * r[f'{b}_check_s'] / r[f'{b}_s']:.2f}%"
         r["gaps"] = " / ".join(f"{r[key]:.1e}" if r.get(key) is not None else "n/a"
                                for key in [f"{b}_gap" for b in BACKENDS] + ["sklearn_gap",
                                                                              "skglm_gap"])
         lines.append("| " + " | ".join(fmt(r.get(key)) for key, _ in columns) + " |")
     head = ("| " + " | ".join(title for _, title in columns) + " |\n|"
             + "---|" * len(columns) + "\n")
-    return (f"n = 50, lam = 0.1 lam_max, float64, target gap tol = {tol:g} x ||y||^2/(2n); "
+    return (f"`{command}`: n = 50, lam = 0.1 lam_max, float64, target gap tol = {tol:g} x "
+            f"||y||^2/(2n); "
             f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
             f"TF {tf.__version__}. xla = `tf.function(jit_compile=True)` around "
             f"`solvers.lasso(backend='xla')`; op = the C++ kernel (`backend='op'`) in a "
@@ -143,7 +185,7 @@ def main():
     for T, m, k in grid:
         rows.append(bench_cell(T, m, k, 50, args.tol, args.repeats, args.ref_repeats, rng))
         print(json.dumps(rows[-1]), flush=True)
-    table = markdown(rows, args.tol)
+    table = markdown(rows, args.tol, " ".join(["python", *sys.argv]))
     write_results(args.out, table, rows)
     print(table)
 

@@ -1,6 +1,6 @@
 """Benchmark: the C++ Lasso op vs the XLA path vs scikit-learn vs skglm, at equal duality gap.
 
-    python custom_ops/build.py && python bench/solvers_op.py [--quick]
+    python bench/solvers_op.py [--quick]    # the C++ op compiles on first use
 
 writes bench/results/solvers_op.{md,json} (9 minutes on 2 shared cores, mostly the XLA path's
 compilations and scikit-learn; --quick: one small case).
@@ -9,7 +9,7 @@ Problems: X [T,n,m] and Y [T,n,k] standard normal, lam = 0.1 lam_max per task, f
 also in float32 and without Anderson extrapolation). Cases: T in {8, 64}, n = 50, m in {64, 640,
 2000}, k in {1, 5}; T = 64, m = 6 (the disentanglement head); the few-shot-like T = 8, n = 25,
 m = 16000, k = 5. Every solver gets the same target, relative gap = gap / P(0) <= target with
-P(0) = ||Y||^2/(2n) and the gap of MATH.md, and the achieved worst relative gap is measured for
+P(0) = ||Y||^2/(2n) and the gap of docs/math.md, and the achieved worst relative gap is measured for
 all of them with one float64 NumPy certificate (last column):
   * the op (`lasso_op`, in a tf.function as in training) and the XLA path
     (`tf.function(jit_compile=True)` around `sdis_tf.solvers.lasso`): tol = target. The XLA
@@ -58,7 +58,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def relative_gap(W, X, Y, lam):
-    """Worst gap / P(0) over tasks, float64 (MATH.md's dual point, non-negative-terms form)."""
+    """Worst gap / P(0) over tasks, float64 (docs/math.md's dual point, non-negative-terms form)."""
     W, X, Y = (np.asarray(a, np.float64) for a in (W, X, Y))
     if Y.ndim == 2:
         W, Y = W[..., None], Y[..., None]
@@ -135,7 +135,7 @@ def bench_case(T, n, m, k, target, repeats, xla_seconds, rng):
         solve(*args)
         record(name, lambda: [a.numpy() for a in solve(*args)], T, repeats)
     # The raw op, for the attribute that switches Anderson extrapolation off.
-    library = lasso_op_module._load()
+    library = lasso_op_module.library()
     W0 = tf.zeros((T, m) if k == 1 else (T, m, k), tf.float64)
     no_anderson = tf.function(lambda X, Y, lam: library.sdis_lasso_cd(
         X, Y, lam, W0, tf.constant(target, tf.float64), max_epochs=100_000, anderson=0)[::2])
@@ -201,7 +201,7 @@ def main():
                         help="writes OUT.md and OUT.json")
     args = parser.parse_args()
     if not op_available():
-        raise SystemExit("The C++ op is not built: run `python custom_ops/build.py` first.")
+        raise SystemExit("The C++ Lasso op is unavailable (see the warning issued when loading it).")
     rng = np.random.default_rng(0)
     start, load = time.perf_counter(), os.getloadavg()[0]
     rows = []

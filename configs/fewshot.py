@@ -2,13 +2,15 @@
 
     # CPU, procedural few-shot set (no download), small conv backbone: dense SVM and the
     # sparse SVM at lam1 = 0.02 / 0.05 / 0.1 lambda_max, 200 steps each (docs/fewshot.md):
-    python main.py --config=configs/fewshot.py:cpu --workdir=runs/fewshot_cpu
-    # the same, a few minutes (smoke run):
-    python main.py --config=configs/fewshot.py:quick --workdir=/tmp/fewshot_quick
+    python -m sdis_tf.sweep --config=configs/fewshot.py:cpu --sweep=fig5_cpu \
+        --workdir=runs/fewshot_cpu
+    # one run, a few minutes (smoke run):
+    python -m sdis_tf --config=configs/fewshot.py:quick --workdir=/tmp/fewshot_quick
     # Omniglot and Lake's one-shot benchmark: configs/fewshot_omniglot.py
-    # miniImageNet, ResNet-12, MetaOptNet's recipe (GPU; files from MetaOptNet's README):
-    python main.py --config=configs/fewshot.py --config.data.root=/data/miniImageNet \
-        --workdir=runs/fewshot_mini
+    # miniImageNet, ResNet-12, MetaOptNet's recipe, every head (GPU; files from MetaOptNet's
+    # README):
+    python -m sdis_tf.sweep --config=configs/fewshot.py --sweep=fig5 \
+        --config.data.root=/data/miniImageNet --workdir=runs/fewshot_mini
 
 The default ("") is MetaOptNet's miniImageNet recipe: ResNet-12 (64-160-320-640,
 DropBlock 5, no global pooling), 5-way 15-shot training episodes with 6 queries
@@ -21,8 +23,8 @@ CIFAR-FS / FC100: --config.data.dataset=CIFAR-FS --config.data.image_size=32
 --config.model.dropblock_size=2.
 
 A trained backbone with other heads (MetaOptNet's test with another head; no training):
---config.eval.backbone_from=runs/X/<run> restores that run's backbone into every run of
-`methods` (and every sparse eps), which are validated and tested as usual.
+--config.eval.backbone_from=runs/X/<run> restores that run's backbone, which is validated
+and tested with the head of `method` as usual.
 """
 
 import ml_collections
@@ -35,7 +37,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.experiment = "fewshot"
     config.seed = 0
     config.distribute = "default"
-    config.methods = ("sparse_svm", "dense_svm", "ridge", "proto")
+    config.method = "sparse_svm"
     config.data = ml_collections.ConfigDict(dict(
         dataset="miniImageNet", root="", images_per_class=60, image_size=84, ways=5,
         train_shots=15, test_shots=5, train_queries=6, test_queries=15, rotations=False,
@@ -45,7 +47,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         ramp_steps=20_000))
     config.heads = ml_collections.ConfigDict(dict(
         scale=1.0,
-        sparse_svm=dict(eps=(0.05, 0.1, 0.2), refit=False, lam2=1.0, smoothing=0.0, tol=1e-4,
+        sparse_svm=dict(eps=0.1, refit=False, lam2=1.0, smoothing=0.0, tol=1e-4,
                         max_iter=1000),
         dense_svm=dict(lam2=1.0, smoothing=0.0, tol=1e-4, max_iter=1000),
         ridge=dict(lam=50.0 / 75)))   # MetaOptNet-RR's 50 on ||.||^2, n = 75 support images
@@ -62,12 +64,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.log_every_seconds = 30.0
 
     if preset in ("cpu", "quick", "tiny"):
-        config.methods = ("sparse_svm", "dense_svm")
         config.data.update(dataset="procedural", image_size=32, images_per_class=40,
                            train_shots=5, train_queries=6, test_queries=10)
         config.model.update(name="small_conv", channels=(32, 32, 64, 64))
         # lam1 grid of Fig. 5 (eps = lam1 / lambda_max); float32 gaps stall near 1e-3 n.
-        config.heads.sparse_svm.update(eps=(0.02, 0.05, 0.1), tol=1e-3)
+        config.heads.sparse_svm.update(eps=0.05, tol=1e-3)
         config.heads.dense_svm.tol = 1e-3
         config.heads.ridge.lam = 50.0 / 25
         config.optimizer.update(learning_rate=0.05, boundaries_epochs=(3, 4),
@@ -77,13 +78,11 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
                            settings=("5w5s",))
         config.checkpoint_every_steps = 40
     if preset == "quick":
-        config.heads.sparse_svm.eps = (0.05,)
         config.train.update(epochs=2, steps_per_epoch=20)
         config.optimizer.update(boundaries_epochs=(), factors=(1.0,))
         config.eval.update(val_episodes=40, test_episodes=100)
     elif preset == "tiny":
-        config.methods = ("sparse_svm", "proto")
-        config.heads.sparse_svm.eps = (0.3,)
+        config.heads.sparse_svm.eps = 0.3
         config.data.update(images_per_class=2, image_size=16, train_shots=1, train_queries=1,
                            test_queries=1, ways=3, test_shots=1)
         config.model.channels = (4, 4)
@@ -95,3 +94,17 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     elif preset not in ("", "cpu", "quick"):
         raise ValueError(f"unknown preset {preset!r}; allowed: '', 'cpu', 'quick', 'tiny'")
     return config
+
+
+def get_sweep(name: str, hyper) -> list[dict]:
+    """Named sweeps: "fig5" (the sparse SVM at lam1 = 0.05 / 0.1 / 0.2 lambda_max, the dense
+    SVM, ridge and prototypes: Fig. 5), "fig5_cpu" (lam1 = 0.02 / 0.05 / 0.1 lambda_max and
+    the dense SVM, for the "cpu" preset); see sdis_tf.sweep."""
+    sparse = lambda grid: hyper.product([  # noqa: E731
+        hyper.fixed("method", "sparse_svm"), hyper.sweep("heads.sparse_svm.eps", grid)])
+    if name == "fig5":
+        return hyper.chainit([sparse((0.05, 0.1, 0.2)),
+                              hyper.sweep("method", ("dense_svm", "ridge", "proto"))])
+    if name == "fig5_cpu":
+        return hyper.chainit([sparse((0.02, 0.05, 0.1)), hyper.fixed("method", "dense_svm")])
+    raise ValueError(f"unknown sweep {name!r}; allowed: 'fig5', 'fig5_cpu'")

@@ -1,15 +1,17 @@
 """Quickstart: Theorem 3.1 on synthetic data, inner-Lasso versus inner-Ridge, on a CPU.
 
-    python main.py --config=configs/quickstart.py --workdir=runs/quickstart
-    python main.py --config=configs/quickstart.py:quick --workdir=/tmp/qs   # ~1 min
-    python main.py --config=configs/quickstart.py --config.data.rho=0.5 --workdir=runs/rho05
+    # inner-Lasso and inner-Ridge side by side (make demo): a sweep of two runs and their table
+    python -m sdis_tf.sweep --config=configs/quickstart.py --sweep=methods --workdir=runs/quickstart
+    # one run
+    python -m sdis_tf --config=configs/quickstart.py --config.method=ridge --workdir=runs/ridge
+    python -m sdis_tf --config=configs/quickstart.py:quick --workdir=/tmp/qs   # ~1 min
 
 Latents z in R^6 ~ N(0, Sigma_rho) (equicorrelated, rho = 0.9), observations
 x = g(z) in R^16 through a fixed random invertible leaky-ReLU MLP (3 layers,
 negative slope 0.5), T = 16 tasks per step with Bernoulli(0.5) supports
 (never empty), 50 support + 50 query samples per task (data.n_query = 0: the
 outer loss reuses the support samples), noise at 10% of the signal norm. An MLP encoder with per-task
-batch norm is trained through each head in `methods` (LassoHead with
+batch norm is trained through the head of `method` (LassoHead with
 lam = 0.2 lam_max; RidgeHead with a negligible 1e-7 ||F||^2/n), Adam 3e-3
 with cosine decay over 3000 steps. MCC and R are measured on held-out
 factorised latents (eval.rho = 0, as the paper evaluates on the whole 3D
@@ -26,7 +28,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.experiment = "quickstart"
     config.seed = 0
     config.distribute = "default"
-    config.methods = ("lasso", "ridge")
+    config.method = "lasso"
 
     config.data = ml_collections.ConfigDict(dict(
         num_latents=6, dim=16, rho=0.9, structure="equicorrelated",
@@ -67,3 +69,10 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     elif preset:
         raise ValueError(f"unknown preset {preset!r}; allowed: '', 'quick', 'tiny'")
     return config
+
+
+def get_sweep(name: str, hyper) -> list[dict]:
+    """Named sweeps (sdis_tf.sweep): "methods" (inner-Lasso and inner-Ridge, `make demo`)."""
+    if name == "methods":
+        return hyper.sweep("method", ("lasso", "ridge"))
+    raise ValueError(f"unknown sweep {name!r}; allowed: 'methods'")

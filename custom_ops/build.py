@@ -1,21 +1,29 @@
-"""Build sdis_tf's custom TensorFlow ops (C++, CPU) without Bazel.
+"""Build sdis_tf's custom TensorFlow ops (C++, CPU) without Bazel, into a per-user cache.
 
     python custom_ops/build.py [--force]
 
-compiles every `custom_ops/*.cc` into one shared library,
-`custom_ops/build/sdis_ops-<key>.so`, with the flags of the installed TensorFlow
+compiles every `*.cc` beside this script into one shared library, `sdis_ops-<key>.so` in
+`cache_dir()`: `$SDIS_TF_CACHE/ops`, by default `~/.cache/sdis_tf/ops` (`$XDG_CACHE_HOME`
+replaces `~/.cache`), with the flags of the installed TensorFlow
 (`tf.sysconfig.get_compile_flags()` / `get_link_flags()`). The key is a hash of the sources
-(`custom_ops/*.cc` and `*.h`), the TensorFlow version, the compiler, every flag and the CPU
+(`*.cc` and `*.h`), the TensorFlow version and location, the compiler, every flag and the CPU
 (the library is built with `-march=native`), so a change of any of them gives a new
-library name and a rebuild; an up-to-date library is reused (about 15 s and 630 MB of RAM per
-compile otherwise). Older libraries are removed after a successful build.
+library name and a rebuild; an up-to-date library is reused (about 15-90 s and 630 MB of RAM
+per compile otherwise). The cache keeps the KEEP most recently used libraries.
 
-The script never fails the set-up: without a compiler, or when compilation fails, it logs a
-warning and exits with status 0; `sdis_tf` then uses its pure TensorFlow/XLA solvers.
-`sdis_tf.solvers.lasso_op` finds the library through `library_path()`.
+The package ships this folder as `sdis_tf/custom_ops`, and `sdis_tf.solvers.lasso_op` calls
+`build()` on the first use of the op. Concurrent builds do not race: the compile runs under an
+exclusive lock on `cache_dir()/.lock` into a temporary file renamed into place, and a process
+that finds the lock taken waits, then loads the library the other one built.
+
+Without a compiler, or when compilation fails, `build()` raises `BuildError`: this script then
+logs a warning and exits with status 0 (it never fails the set-up), and `sdis_tf` warns once
+and uses its pure TensorFlow/XLA solvers.
 """
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -27,8 +35,9 @@ import tempfile
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).resolve().parent
-BUILD_DIR = SOURCE_DIR / "build"
+CACHE_ENV = "SDIS_TF_CACHE"
 LIBRARY_STEM = "sdis_ops"
+KEEP = 8  # libraries kept in the cache, the most recently used (~1 MB each)
 # -march=native: the library is built on the machine that runs it (AVX2/FMA where the CPU has
 # them: 1.5x on the group-Lasso epochs); the CPU's signature is part of the cache key.
 OPT_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-DNDEBUG")
@@ -39,6 +48,10 @@ QUIET_FLAGS = ("-Wno-deprecated-declarations", "-Wno-interference-size")
 NO_FP16_FLAGS = ("-mno-avx512fp16",)
 
 _log = logging.getLogger("sdis_tf.custom_ops.build")
+
+
+class BuildError(RuntimeError):
+    """No C++ compiler, or the compilation failed (the message has the compiler's errors)."""
 
 
 def _sources():
@@ -99,44 +112,80 @@ def cache_key():
     return digest.hexdigest()[:16]
 
 
+def cache_dir():
+    """$SDIS_TF_CACHE/ops, else $XDG_CACHE_HOME/sdis_tf/ops, else ~/.cache/sdis_tf/ops."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "sdis_tf")
+    return Path(root).expanduser() / "ops"
+
+
 def library_path():
     """Where the library for the current sources, TensorFlow and flags is (or would be) built."""
-    return BUILD_DIR / f"{LIBRARY_STEM}-{cache_key()}.so"
+    return cache_dir() / f"{LIBRARY_STEM}-{cache_key()}.so"
+
+
+@contextlib.contextmanager
+def _exclusive(directory):
+    """Holds the exclusive lock of `directory` (fcntl; the kernel releases it if the process
+    dies), waiting for it if another process holds it."""
+    with open(directory / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log.warning("waiting for another process building the C++ ops in %s", directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _compile(target):
+    """Compiles the library to a temporary file renamed to `target` (never a partial file)."""
+    _, tf_compile, tf_link = _tf_flags()
+    fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY_STEM}-", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    command = _command(tmp, tf_compile, tf_link)
+    # A warning so that it shows without any logging set up: the caller pauses for it.
+    _log.warning("compiling the C++ ops for this CPU and TensorFlow (once, ~15-90 s): %s",
+                 target)
+    _log.info("%s", " ".join(command))
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BuildError(f"{_compiler()} failed:\n{result.stderr[-4000:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _prune(directory):
+    """Removes what interrupted compiles left and all but the KEEP most recently used
+    libraries (run under the lock: no other process is compiling)."""
+    for leftover in directory.glob(f".{LIBRARY_STEM}-*.tmp"):
+        leftover.unlink(missing_ok=True)
+    libraries = sorted(directory.glob(f"{LIBRARY_STEM}-*.so"), key=lambda p: p.stat().st_mtime)
+    for old in libraries[:-KEEP]:
+        old.unlink(missing_ok=True)
 
 
 def build(force=False):
-    """Builds the library unless an up-to-date one exists.
+    """The path of the up-to-date library, compiled first unless it exists (or `force`).
 
-    Returns its path, or None (with a logged warning) when there is no compiler or the
-    compilation fails.
+    Raises:
+      BuildError: no C++ compiler (`$CXX`, else g++), or the compilation failed.
+      OSError: the cache directory cannot be written.
     """
     target = library_path()
     if target.exists() and not force:
-        _log.info("up to date: %s", target)
+        with contextlib.suppress(OSError):  # the time of last use, for _prune
+            os.utime(target)
         return target
     if shutil.which(_compiler()) is None:
-        _log.warning("no C++ compiler (%s) found: custom ops not built; sdis_tf will use its "
-                     "TensorFlow/XLA solvers", _compiler())
-        return None
-    _, tf_compile, tf_link = _tf_flags()
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    # Compile to a temporary name and rename: concurrent builds never see a partial file.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=BUILD_DIR)
-    os.close(fd)
-    command = _command(tmp, tf_compile, tf_link)
-    _log.info("compiling: %s", " ".join(command))
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        os.unlink(tmp)
-        _log.warning("custom ops failed to compile (sdis_tf will use its TensorFlow/XLA "
-                     "solvers):\n%s", result.stderr[-4000:])
-        return None
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
-    for old in BUILD_DIR.glob(f"{LIBRARY_STEM}-*.so"):
-        if old != target:
-            old.unlink(missing_ok=True)
-    _log.info("built %s", target)
+        raise BuildError(f"no C++ compiler ({_compiler()}; set $CXX to choose another) found")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.parent):
+        if force or not target.exists():  # else another process built it while this one waited
+            _compile(target)
+            _prune(target.parent)
     return target
 
 
@@ -146,7 +195,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="custom_ops/build.py: %(message)s")
     try:
-        build(force=args.force)
+        _log.info("library: %s", build(force=args.force))
     except Exception as exc:  # never fail the set-up step
         _log.warning("custom ops not built (%s: %s); sdis_tf will use its TensorFlow/XLA "
                      "solvers", type(exc).__name__, exc)

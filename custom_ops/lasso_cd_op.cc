@@ -5,13 +5,17 @@
 //     P(W) = 1/(2n) ||Y - X W||_F^2 + lam * sum_j ||W_j||_2        W [m,k], row j = W_j
 //
 // (the plain Lasso when k = 1) exactly as sdis_tf.solvers.lasso does, and returns W, the
-// duality gap of the full problem, the number of coordinate-descent epochs and whether
-// gap <= tol * ||Y||_F^2 / (2n). Tasks run in parallel on TensorFlow's CPU thread pool.
+// certificate (the duality gap of the full problem; for lam = 0 the stationarity residual
+// ||X^T (Y - X W)||_F / n, since least squares has no useful gap: sdis_tf/solvers/
+// lasso_problem.py), the number of coordinate-descent epochs and whether the certificate is
+// within tol * ||Y||_F^2 / (2n) (lam = 0: tol * ||X^T Y||_F / n) with W finite. Tasks run in
+// parallel on TensorFlow's CPU thread pool.
 //
 // Algorithm (per task), after skglm's MultiTaskBCD (working sets) and Gap Safe screening:
 //   outer iteration:
 //     R = Y - X W (recomputed in double), G = X^T R for all features (one pass over X),
-//     dual point and duality gap (below); stop when gap <= tol * ||Y||^2 / (2n);
+//     dual point and duality gap (below); stop when gap <= tol * ||Y||^2 / (2n) (lam = 0:
+//     when ||G||_F / n <= tol * ||X^T Y||_F / n, and no screening);
 //     Gap Safe screening (below) removes features whose optimal W_j is provably 0;
 //     score every remaining feature by its distance to the subdifferential
 //       W_j != 0: || -G_j/n + lam W_j / ||W_j|| ||,   W_j = 0: max(0, ||G_j||/n - lam),
@@ -326,29 +330,32 @@ class TaskSolver {
 
   TaskStats Solve(const S* x, const S* y, double lam, const S* w0, S* w) {
     const double nd = static_cast<double>(n_);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
     std::copy(w0, w0 + m_ * k_, w);
-    if (!AllFinite(x, n_ * m_) || !AllFinite(y, n_ * k_) || !AllFinite(w0, m_ * k_) ||
-        !std::isfinite(lam)) {
+    if (!std::isfinite(lam) || !AllFinite(w0, m_ * k_) || !Setup(x, y, lam, w)) {
       std::fill(w, w + m_ * k_, std::numeric_limits<S>::quiet_NaN());
-      return {std::numeric_limits<double>::quiet_NaN(), 0, false};
+      return {nan, 0, false};
     }
-    Setup(x, y, lam, w);
-    double ynorm2 = 0.0;
-    for (double v : yd_) ynorm2 += v * v;
-    const double tol_abs = opt_.tol * ynorm2 / (2.0 * nd);
+    // The certificate (header comment): the duality gap, within tol P(0) = tol ||Y||^2 / (2n);
+    // for lam = 0 the stationarity residual ||X^T R|| / n, within its value at W = 0.
+    const bool least_squares = lam == 0.0;
+    double tol_abs;
+    if (least_squares) {
+      tol_abs = opt_.tol * GradientNormAtZero() / nd;
+    } else {
+      tol_abs = opt_.tol * ynorm2_ / (2.0 * nd);
+    }
 
     TaskStats stats{0.0, 0, false};
     while (true) {
       ComputeResidual(w);
       ComputeGradient();
-      const double gap = Gap(w, lam);
-      stats.gap = gap;
-      if (gap <= tol_abs) {
-        stats.converged = true;
-        break;
-      }
-      if (!std::isfinite(gap) || stats.epochs >= opt_.max_epochs) break;
-      if (opt_.screen) Screen(w, lam, gap);
+      const double gap = Gap(w, lam);  // also sets alpha_, used by Screen
+      const double certificate = least_squares ? GradientNorm() / nd : gap;
+      stats.gap = certificate;
+      if (certificate <= tol_abs) break;
+      if (!std::isfinite(certificate) || stats.epochs >= opt_.max_epochs) break;
+      if (opt_.screen && !least_squares) Screen(w, lam, gap);
       const double outer_viol = BuildWorkingSet(w, lam);
       const S tol_in = static_cast<S>(kInnerRatio * outer_viol);
       history_ = 0;
@@ -368,6 +375,13 @@ class TaskSolver {
       } while (stats.epochs < opt_.max_epochs);
       if (support_solve && !solved) SupportSolve(w, lam);
     }
+    // Converged only with a finite certificate within a finite threshold and a finite W; a
+    // certificate that is not finite (overflow) leaves no usable W.
+    if (!std::isfinite(stats.gap) || !std::isfinite(tol_abs)) {
+      std::fill(w, w + m_ * k_, std::numeric_limits<S>::quiet_NaN());
+      stats.gap = std::isfinite(stats.gap) ? stats.gap : nan;
+    }
+    stats.converged = stats.gap <= tol_abs && std::isfinite(tol_abs) && AllFinite(w, m_ * k_);
     return stats;
   }
 
@@ -380,8 +394,10 @@ class TaskSolver {
   }
 
   // Squared column norms, step sizes and thresholds; zero columns are taken out of play with
-  // W_j = 0. Y is stored as k rows of length n.
-  void Setup(const S* x, const S* y, double lam, S* w) {
+  // W_j = 0. Y is stored as k rows of length n. Returns false when X or Y holds a NaN or inf
+  // (or, in double, a value whose square overflows): the norms, computed anyway, show it,
+  // so the inputs need no pass of their own.
+  bool Setup(const S* x, const S* y, double lam, S* w) {
     const double nd = static_cast<double>(n_);
     x_ = x;
     cache_.clear();
@@ -401,10 +417,16 @@ class TaskSolver {
         std::fill(w + j * k_, w + (j + 1) * k_, S(0));
       }
     }
+    ynorm2_ = 0.0;
     for (int64_t i = 0; i < n_; ++i) {
-      for (int64_t l = 0; l < k_; ++l) yd_[l * padded_ + i] = y[i * k_ + l];
+      for (int64_t l = 0; l < k_; ++l) {
+        yd_[l * padded_ + i] = y[i * k_ + l];
+        ynorm2_ += yd_[l * padded_ + i] * yd_[l * padded_ + i];
+      }
     }
     gram_columns_ = 0;
+    return std::isfinite(ynorm2_) &&
+           std::all_of(sqn_.begin(), sqn_.end(), [](double s) { return std::isfinite(s); });
   }
 
   // Copies column j of X into the cache (once). Invalidates pointers from Column().
@@ -461,12 +483,27 @@ class TaskSolver {
     }
   }
 
-  // Duality gap of the full problem (see the header comment); sets alpha_.
+  // ||X^T R||_F from the norms of ComputeGradient (the stationarity residual times n).
+  double GradientNorm() const {
+    double norm2 = 0.0;
+    for (int64_t j = 0; j < m_; ++j) norm2 += gnorm_[j] * gnorm_[j];
+    return std::sqrt(norm2);
+  }
+
+  // ||X^T Y||_F: GradientNorm at W = 0 (the residual is Y there; ComputeResidual resets it).
+  double GradientNormAtZero() {
+    for (size_t i = 0; i < yd_.size(); ++i) r_[i] = static_cast<S>(yd_[i]);
+    ComputeGradient();
+    return GradientNorm();
+  }
+
+  // Duality gap of the full problem (see the header comment); sets alpha_. NaN if any
+  // ||X_j^T R|| is (std::max would drop it).
   double Gap(const S* w, double lam) {
     const double nd = static_cast<double>(n_);
     double s = 0.0;
     for (int64_t j = 0; j < m_; ++j) {
-      if (active_[j] != kZeroColumn) s = std::max(s, gnorm_[j]);
+      if (active_[j] != kZeroColumn && !(gnorm_[j] <= s)) s = gnorm_[j];
     }
     alpha_ = s <= nd * lam ? 1.0 : nd * lam / s;
     double rnorm2 = 0.0;
@@ -726,6 +763,7 @@ class TaskSolver {
   const S* x_ = nullptr;        // X [n,m] row-major, the task's input
   AlignedVector<S> cache_;      // cached columns of X, column j at slot_[j] * padded_ (zero-padded)
   std::vector<double> sqn_;     // ||X_j||^2
+  double ynorm2_ = 0.0;         // ||Y||_F^2
   std::vector<S> thr_;          // n lam / ||X_j||^2
   std::vector<S> inv_sqn_;      // 1 / ||X_j||^2
   std::vector<char> active_;    // kActive, kScreened or kZeroColumn
@@ -801,8 +839,10 @@ lam: scalar or [T], >= 0; w0: warm start, the shape of w; tol: stop when
 gap <= tol ||Y_t||^2 / (2n). p0: minimum working-set size; screen: Gap Safe screening on/off;
 anderson: extrapolation depth K (0: off); support_solve: the sign-fixed least-squares step on
 the support (plain Lasso, k = 1) on/off.
-w: [T,m] or [T,m,k]; gap: duality gap [T]; epochs: coordinate-descent passes over the working
-sets [T]; converged: gap <= tol ||Y_t||^2 / (2n) [T].
+w: [T,m] or [T,m,k] (NaN for a task with a non-finite input or certificate); gap: the
+certificate [T], the duality gap (lam > 0) or ||X_t^T (Y_t - X_t W)||_F / n (lam = 0); epochs:
+coordinate-descent passes over the working sets [T]; converged: gap <= tol ||Y_t||^2 / (2n)
+(lam = 0: <= tol ||X_t^T Y_t||_F / n), both finite, and W finite [T].
 )doc");
 
 template <typename S>

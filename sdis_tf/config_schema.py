@@ -11,15 +11,16 @@ An experiment module declares `SCHEMA`, a nested dict mirroring its config
 
 `validate(config, SCHEMA)` walks both trees and raises one `ConfigError`
 whose message has one line per problem, each naming the field
-(`config.data.rho`) and what is allowed. Problems found: unknown keys,
-missing keys, wrong types, values out of range, values not among the
-choices, bad tuples, wrong strings.
+(`config.data.rho`) and what is allowed. Problems found: unknown keys (with
+the closest known ones: `did_you_mean`), missing keys, wrong types, values
+out of range, values not among the choices, bad tuples, wrong strings.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import difflib
 import math
 from typing import Any, Callable, Iterable, Mapping
 
@@ -170,10 +171,19 @@ class Tuple(Spec):
         return None
 
 
+def did_you_mean(path: str, key: str, keys: Iterable[str]) -> str:
+    """'did you mean config.data.rho? ' for a mistyped `key` of section `path`, or ''.
+
+    Names up to 3 of `keys` (difflib similarity ratio >= 0.6), the closest first.
+    """
+    near = difflib.get_close_matches(key, sorted(keys), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(f'{path}.{k}' for k in near)}? " if near else ""
+
+
 def _walk(config: Mapping, schema: Mapping, path: str, problems: list) -> None:
     for key in sorted(set(config) - set(schema)):
-        problems.append(f"{path}.{key}: unknown key; allowed keys in {path}: "
-                        + ", ".join(sorted(schema)))
+        problems.append(f"{path}.{key}: unknown key; {did_you_mean(path, key, schema)}"
+                        f"allowed keys in {path}: " + ", ".join(sorted(schema)))
     for key, spec in schema.items():
         name = f"{path}.{key}"
         if key not in config:

@@ -17,12 +17,21 @@ disentanglement and sparsity, Lachapelle et al., 2023, Sec. 5 and App. D.2.7):
 - `dci`: Eastwood & Williams' disentanglement and completeness, with the
   importance matrix |linear regression coefficients| on standardised data.
 
+Per-factor terms, whose means are the scores above: `matched_correlations`
+(the MCC's term of each factor), `coefficients_of_determination` (R^2_i of each
+factor) and `dci_terms` (D_j of each code, C_i of each factor). For an
+unordered (categorical) factor, `class_decodability` scores how well a linear
+classifier recovers its classes from the codes.
+
 Inputs must be finite and no column may be constant (a correlation with a
 constant is undefined); violations raise `ValueError` naming the argument.
 """
 
+import warnings
+
 import numpy as np
 from scipy import optimize, special, stats
+from sklearn import discriminant_analysis
 
 _CORRELATION_METHODS = ("pearson", "spearman")
 _DCI_WEIGHTINGS = ("uniform", "importance")
@@ -53,14 +62,15 @@ def _as_pair(z, z_hat, *, min_samples):
             f"Need at least {min_samples} samples for z_hat with "
             f"{z_hat.shape[-1]} columns; received N={n}.")
     for name, a in (("z", z), ("z_hat", z_hat)):
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"`{name}` contains NaN or infinite values.")
-        _check_not_constant(name, a)
+        _check_values(name, a)
     return z, z_hat
 
 
-def _check_not_constant(name, a):
-    """Raises if a column of `a [..., N, d]` is constant (to float64 rounding)."""
+def _check_values(name, a):
+    """Raises if `a [..., N, d]` holds a NaN or infinite value or a constant column (to
+    float64 rounding)."""
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
     spread = np.ptp(a, axis=-2)
     scale = np.max(np.abs(a), axis=-2)
     constant = spread <= 1e-12 * scale
@@ -111,6 +121,41 @@ def correlation_matrix(z, z_hat, *, method="pearson"):
     return np.einsum("...nk,...nm->...km", _standardise(z), _standardise(z_hat)) / n
 
 
+def matched_correlations(z, z_hat, *, method="pearson"):
+    """The MCC's term of each factor: |corr(z_i, z_hat_pi(i))| under the best matching.
+
+    With C the k x m matrix of |corr(z_i, z_hat_j)| (`correlation_matrix`), the
+    one-to-one assignment pi of factors to codes maximising sum_i C[i, pi(i)] is
+    found with the Hungarian algorithm (scipy `linear_sum_assignment`); factor i's
+    term is C[i, pi(i)]. `mcc` is their mean over the min(k, m) matched factors.
+
+    Args:
+      z: true factors `[..., N, k]`.
+      z_hat: learned codes `[..., N, m]` (m may differ from k).
+      method: "pearson" (the paper's default) or "spearman".
+
+    Returns:
+      `(correlations, permutation, signs)`: `correlations [..., k]` float64, NaN for
+      a factor left unmatched (m < k); `permutation [..., k]` int, the code matched
+      to each factor (-1 when unmatched); `signs [..., k]`, the sign of the matched
+      correlation (0 when unmatched), so that `signs * z_hat[..., permutation]` is
+      positively aligned with `z` column by column.
+    """
+    corr = correlation_matrix(z, z_hat, method=method)
+    batch_shape, (k, m) = corr.shape[:-2], corr.shape[-2:]
+    flat = corr.reshape((-1, k, m))
+    matched = np.full((flat.shape[0], k), np.nan)
+    permutation = np.full((flat.shape[0], k), -1, dtype=np.int64)
+    signs = np.zeros((flat.shape[0], k))
+    for b, c in enumerate(flat):  # scipy's Hungarian solver is not batched.
+        rows, cols = optimize.linear_sum_assignment(-np.abs(c))
+        matched[b, rows] = np.abs(c[rows, cols])
+        permutation[b, rows] = cols
+        signs[b, rows] = np.sign(c[rows, cols])
+    shape = batch_shape + (k,)
+    return matched.reshape(shape), permutation.reshape(shape), signs.reshape(shape)
+
+
 def mcc(z, z_hat, *, method="pearson", return_matching=False):
     """Mean correlation coefficient after the best one-to-one matching.
 
@@ -118,7 +163,9 @@ def mcc(z, z_hat, *, method="pearson", return_matching=False):
     a one-to-one assignment pi of factors to codes maximising sum_i C[i, pi(i)]
     is found with the Hungarian algorithm (scipy `linear_sum_assignment`) and
 
-        MCC = mean over the min(k, m) matched pairs of C[i, pi(i)].
+        MCC = mean over the min(k, m) matched pairs of C[i, pi(i)]
+
+    (the terms: `matched_correlations`).
 
     Equals 1 iff every matched code is an affine function of its factor (e.g. a
     permuted, rescaled, sign-flipped copy); a rotation of the factors gives < 1.
@@ -137,22 +184,11 @@ def mcc(z, z_hat, *, method="pearson", return_matching=False):
       unmatched), so that `signs * z_hat[..., permutation]` is positively
       aligned with `z` column by column.
     """
-    corr = correlation_matrix(z, z_hat, method=method)
-    batch_shape, (k, m) = corr.shape[:-2], corr.shape[-2:]
-    flat = corr.reshape((-1, k, m))
-    scores = np.empty(flat.shape[0])
-    permutation = np.full((flat.shape[0], k), -1, dtype=np.int64)
-    signs = np.zeros((flat.shape[0], k))
-    for b, c in enumerate(flat):  # scipy's Hungarian solver is not batched.
-        rows, cols = optimize.linear_sum_assignment(-np.abs(c))
-        scores[b] = np.abs(c[rows, cols]).mean()
-        permutation[b, rows] = cols
-        signs[b, rows] = np.sign(c[rows, cols])
-    score = _scalar_or_array(scores.reshape(batch_shape))
+    matched, permutation, signs = matched_correlations(z, z_hat, method=method)
+    score = _scalar_or_array(np.nanmean(matched, axis=-1))
     if not return_matching:
         return score
-    return (score, permutation.reshape(batch_shape + (k,)),
-            signs.reshape(batch_shape + (k,)))
+    return score, permutation, signs
 
 
 def _regression_coefficients(z, z_hat):
@@ -186,9 +222,16 @@ def multiple_correlation(z, z_hat):
     Returns:
       float, or array `[...]` for batched inputs.
     """
+    return _scalar_or_array(np.mean(np.sqrt(coefficients_of_determination(z, z_hat)), axis=-1))
+
+
+def coefficients_of_determination(z, z_hat):
+    """R^2_i `[..., k]` of each factor: in-sample R^2 of the least-squares regression
+    (with intercept) of z_i on all the codes, in [0, 1] (`multiple_correlation` is the
+    mean of their square roots). Same arguments as `multiple_correlation`."""
     z, z_hat = _as_pair(z, z_hat, min_samples=_num_columns(z_hat) + 2)
     _, r2 = _regression_coefficients(z, z_hat)
-    return _scalar_or_array(np.mean(np.sqrt(r2), axis=-1))
+    return r2
 
 
 def _one_minus_entropy(p, axis):
@@ -260,14 +303,7 @@ def dci(z, z_hat, *, weighting="uniform"):
     if weighting not in _DCI_WEIGHTINGS:
         raise ValueError(
             f"`weighting` must be one of {_DCI_WEIGHTINGS}; received {weighting!r}.")
-    for name, dim in (("z", np.shape(z)[-1:]), ("z_hat", np.shape(z_hat)[-1:])):
-        if dim and dim[0] < 2:
-            raise ValueError(
-                f"DCI needs at least 2 columns in `{name}` (the entropy base is the "
-                f"number of columns); received {dim[0]}.")
-    importance = importance_matrix(z, z_hat)
-    per_code = _one_minus_entropy(_normalise(importance, axis=-1), axis=-1)
-    per_factor = _one_minus_entropy(_normalise(importance, axis=-2), axis=-2)
+    importance, per_code, per_factor = _dci_parts(z, z_hat)
     if weighting == "uniform":
         d, c = per_code.mean(axis=-1), per_factor.mean(axis=-1)
     else:
@@ -276,3 +312,68 @@ def dci(z, z_hat, *, weighting="uniform"):
         d = np.sum(per_code * importance.sum(axis=-1) / total, axis=-1)
         c = np.sum(per_factor * importance.sum(axis=-2) / total, axis=-1)
     return _scalar_or_array(d), _scalar_or_array(c)
+
+
+def _dci_parts(z, z_hat):
+    """(importances `[..., m, k]`, D_j `[..., m]`, C_i `[..., k]`) of `dci`."""
+    for name, dim in (("z", np.shape(z)[-1:]), ("z_hat", np.shape(z_hat)[-1:])):
+        if dim and dim[0] < 2:
+            raise ValueError(
+                f"DCI needs at least 2 columns in `{name}` (the entropy base is the "
+                f"number of columns); received {dim[0]}.")
+    importance = importance_matrix(z, z_hat)
+    per_code = _one_minus_entropy(_normalise(importance, axis=-1), axis=-1)
+    per_factor = _one_minus_entropy(_normalise(importance, axis=-2), axis=-2)
+    return importance, per_code, per_factor
+
+
+def dci_terms(z, z_hat):
+    """The terms of `dci`: disentanglement D_j of each code and completeness C_i of each
+    factor (formulas in `dci`; their plain means are `dci`'s default scores).
+
+    Returns:
+      `(per_code [..., m], per_factor [..., k])` float64 arrays.
+    """
+    _, per_code, per_factor = _dci_parts(z, z_hat)
+    return per_code, per_factor
+
+
+def class_decodability(classes, z_hat):
+    """Linear decodability of an unordered factor: chance-corrected accuracy of linear
+    discriminant analysis (LDA) classifying its classes from all the codes.
+
+    LDA (scikit-learn, shared covariance, class priors = frequencies) is fitted and
+    scored on the same N samples (in-sample, as `multiple_correlation`); with a0 the
+    frequency of the most common class (the accuracy of always guessing it),
+
+        score = max(0, (accuracy - a0) / (1 - a0)),
+
+    so 1 = every class recovered by a linear rule, 0 = no better than guessing the most
+    common class. Invariant to any invertible affine map of the codes and to the
+    labels' order, unlike a correlation with class indices.
+
+    Args:
+      classes: `[N]` class labels (any hashable values), at least 2 distinct.
+      z_hat: learned codes `[N, m]` (unbatched), finite, no constant column.
+
+    Returns:
+      float in [0, 1].
+    """
+    classes = np.asarray(classes)
+    if classes.ndim != 1:
+        raise ValueError(f"`classes` must have shape [N]; received shape {classes.shape}.")
+    z_hat = np.asarray(z_hat, dtype=np.float64)
+    if z_hat.ndim != 2 or z_hat.shape[0] != classes.shape[0]:
+        raise ValueError(f"`z_hat` must have shape [N, m] with N = {classes.shape[0]} (the "
+                         f"number of `classes`); received shape {z_hat.shape}.")
+    _check_values("z_hat", z_hat)
+    labels, counts = np.unique(classes, return_counts=True)
+    if len(labels) < 2:
+        raise ValueError(f"`classes` needs at least 2 distinct labels; received {labels}.")
+    chance = counts.max() / counts.sum()
+    with warnings.catch_warnings():   # "Variables are collinear": the SVD solver handles them
+        warnings.simplefilter("ignore", UserWarning)
+        codes = _standardise(z_hat)
+        lda = discriminant_analysis.LinearDiscriminantAnalysis(solver="svd")
+        accuracy = lda.fit(codes, classes).score(codes, classes)
+    return float(max(0.0, (accuracy - chance) / (1.0 - chance)))

@@ -52,7 +52,8 @@ def _delete(path):
 
 CASES = [
     # (mutation, field named, fragment of what is allowed)
-    (_set("data.rhoo", 0.5), "config.data.rhoo: unknown key", "allowed keys in config.data"),
+    (_set("data.rhoo", 0.5), "config.data.rhoo: unknown key; did you mean config.data.rho? "
+     "allowed keys in config.data", "allowed keys in config.data"),
     (_set("extra", 1), "config.extra: unknown key", "allowed keys in config:"),
     (_delete("data.rho"), "config.data.rho: missing", "[0, 1)"),
     (_delete("train"), "config.train: missing", "a section"),
@@ -78,11 +79,7 @@ CASES = [
      "'bernoulli', 'block', 'fixed_size', 'laplace', 'gauss'"),
     (_set("distribute", "horovod"), "config.distribute = 'horovod' is not allowed",
      "'default', 'mirrored', 'multiworker', 'tpu'"),
-    (_set("methods", ()), "config.methods = () has 0 items", ">= 1 items"),
-    (_set("methods", ("lasso", "lasso")), "config.methods = ('lasso', 'lasso') has duplicates",
-     "no duplicates"),
-    (_set("methods", ("lasso", "ols")), "config.methods = ('lasso', 'ols') item 1 ('ols') is not allowed",
-     "'lasso', 'ridge'"),
+    (_set("method", "ols"), "config.method = 'ols' is not allowed", "'lasso', 'ridge'"),
     (_set("model.hidden", (16, 0)), "config.model.hidden = (16, 0) item 1 (0) is out of range",
      "[1, inf]"),
     (_set("data.dim", 4), "config.data.dim = 4 must be >= config.data.num_latents = 6", "injective"),
@@ -99,6 +96,16 @@ def test_each_problem_is_one_clear_line(mutate, field, allowed):
     assert len(problems) == 1, problems
     assert problems[0].startswith(field), problems[0]
     assert allowed in problems[0]
+
+
+def test_tuple_spec_checks_length_items_and_duplicates():
+    spec = cs.Tuple(cs.Choice("lasso", "ridge"), unique=True)
+    assert spec.problem(("ridge", "lasso")) is None
+    assert spec.problem(()).startswith("has 0 items; allowed: a tuple of >= 1 items")
+    assert spec.problem(["lasso", "lasso"]).startswith("has duplicates; allowed:")
+    assert spec.problem(("lasso", "ols")) == (
+        "item 1 ('ols') is not allowed; allowed: one of 'lasso', 'ridge'")
+    assert spec.problem("lasso").startswith("has type str")
 
 
 def test_validate_raises_one_error_listing_every_problem():

@@ -10,7 +10,7 @@ from sdis_tf.config_files import load_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 PRESETS = {"quickstart.py": ("",), "synthetic_regression.py": ("",),
-           "disentangle.py": ("", "cpu", "cpu64", "tiny"), "fewshot.py": ("", "cpu", "quick", "tiny"),
+           "disentangle.py": ("", "cpu", "cpu64", "sprites", "tiny"), "fewshot.py": ("", "cpu", "quick", "tiny"),
            "fewshot_omniglot.py": ("", "quick", "wide")}
 
 

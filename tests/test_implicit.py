@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf import implicit, solvers
-from sdis_tf.solvers import lasso_op
-from sdis_tf.solvers.lasso import support_hessian_inverse, support_hessian_matvec
+from sdis_tf.solvers import lasso_grad, lasso_op
+from sdis_tf.solvers.lasso_grad import support_hessian_inverse, support_hessian_matvec
 from sdis_tf.solvers.ridge import ridge_optimality
 
 
@@ -38,7 +38,7 @@ def test_lasso_gradient_matches_finite_differences(k):
     cotangent = tf.constant(rng.standard_normal((T, m) if k == 1 else (T, m, k)))
 
     def loss(X, Y, lam):
-        W, _ = implicit.lasso_implicit(X, Y, lam, tol=1e-15, max_epochs=50_000)
+        W, _ = solvers.lasso_implicit(X, Y, lam, tol=1e-15, max_epochs=50_000)
         return tf.reduce_sum(W * cotangent)
 
     errors = directional_check(loss, [X, Y, lam], rng)
@@ -47,21 +47,20 @@ def test_lasso_gradient_matches_finite_differences(k):
 
 @pytest.mark.parametrize("linear_solve", ["op", "woodbury", "block-jacobi"])
 def test_lasso_gradient_with_more_features_than_samples(linear_solve, monkeypatch):
-    """Every linear solve of the backward: the C++ op, and the TensorFlow CG with both its
-    preconditioners, Woodbury on the gathered supports and block-Jacobi once a support
-    exceeds the threshold (here forced to 0)."""
+    """Every linear solve of the backward: the C++ op's, and the TensorFlow CG of the XLA
+    backend with both its preconditioners, Woodbury on the gathered supports and
+    block-Jacobi once a support exceeds the threshold (here forced to 0)."""
     if linear_solve == "op" and not lasso_op.op_available():
         pytest.skip("the C++ Lasso ops are not built")
-    if linear_solve != "op":
-        monkeypatch.setattr(lasso_op, "op_available", lambda: False)
-    monkeypatch.setattr(implicit, "_WOODBURY_MAX_SUPPORT", 0 if linear_solve == "block-jacobi"
+    backend = "op" if linear_solve == "op" else "xla"
+    monkeypatch.setattr(lasso_grad, "WOODBURY_MAX_SUPPORT", 0 if linear_solve == "block-jacobi"
                         else 128)
     rng = np.random.default_rng(11)
     X, Y = rng.standard_normal((2, 10, 30)), rng.standard_normal((2, 10, 2))
     lam = 0.2 * solvers.lasso_lambda_max(X, Y).numpy()
 
     def loss(X, Y, lam):
-        W, _ = implicit.lasso_implicit(X, Y, lam, tol=1e-15, max_epochs=100_000)
+        W, _ = solvers.lasso_implicit(X, Y, lam, tol=1e-15, max_epochs=100_000, backend=backend)
         return tf.reduce_sum(tf.sin(W))
 
     assert max(directional_check(loss, [X, Y, lam], rng)) <= 1e-5
@@ -75,7 +74,7 @@ def test_empty_support_and_zero_groups_give_finite_zero_gradients():
     lam = tf.constant([2.0, 0.05], tf.float64) * solvers.lasso_lambda_max(X, Y)  # task 0: W = 0
     with tf.GradientTape() as tape:
         tape.watch([Xt, Yt, lam])
-        W, _ = implicit.lasso_implicit(Xt, Yt, lam, tol=1e-12)
+        W, _ = solvers.lasso_implicit(Xt, Yt, lam, tol=1e-12)
         loss = tf.reduce_sum(W ** 2) + tf.reduce_sum(W)
     grads = tape.gradient(loss, [Xt, Yt, lam])
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
@@ -94,7 +93,7 @@ def test_unrolled_gradients_converge_to_implicit():
             loss = tf.reduce_sum(tf.square(solve(X)))
         return tape.gradient(loss, X).numpy()
 
-    reference = gradient(lambda X: implicit.lasso_implicit(X, Y, lam, tol=1e-15, max_epochs=10_000)[0])
+    reference = gradient(lambda X: solvers.lasso_implicit(X, Y, lam, tol=1e-15, max_epochs=10_000)[0])
     errors = [np.abs(gradient(lambda X: solvers.lasso_unrolled(X, Y, lam, epochs=e)) - reference).max()
               for e in (2, 10, 80)]
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-8, errors
@@ -107,7 +106,7 @@ def test_gradient_under_jit_compile_equals_eager():
     def grad_fn(X, Y):
         with tf.GradientTape() as tape:
             tape.watch(X)
-            W, _ = implicit.lasso_implicit(X, Y, 0.1 * solvers.lasso_lambda_max(X, Y), tol=1e-12)
+            W, _ = solvers.lasso_implicit(X, Y, 0.1 * solvers.lasso_lambda_max(X, Y), tol=1e-12)
             loss = tf.reduce_sum(tf.tanh(W))
         return tape.gradient(loss, X)
 
@@ -164,7 +163,7 @@ def test_ridge_gradient_matches_finite_differences_and_autodiff(shape):
     lam = np.array([0.3, 0.05])
 
     def loss(X, Y, lam):
-        return tf.reduce_sum(tf.cos(implicit.ridge_implicit(X, Y, lam)[0]))
+        return tf.reduce_sum(tf.cos(solvers.ridge_implicit(X, Y, lam)[0]))
 
     assert max(directional_check(loss, [X, Y, lam], rng)) <= 1e-6
     Xt = tf.constant(X)
@@ -173,7 +172,7 @@ def test_ridge_gradient_matches_finite_differences_and_autodiff(shape):
         closed_form = tf.linalg.solve(tf.linalg.matmul(Xt, Xt, transpose_a=True) / shape[1]
                                       + lam[:, None, None] * tf.eye(shape[2], dtype=tf.float64),
                                       tf.linalg.matmul(Xt, Y, transpose_a=True) / shape[1])
-        ours = implicit.ridge_implicit(Xt, Y, lam)[0]
+        ours = solvers.ridge_implicit(Xt, Y, lam)[0]
         losses = [tf.reduce_sum(tf.cos(w)) for w in (closed_form, ours)]
     np.testing.assert_allclose(tape.gradient(losses[1], Xt).numpy(),
                                tape.gradient(losses[0], Xt).numpy(), atol=1e-10)

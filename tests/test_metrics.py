@@ -73,6 +73,65 @@ def test_dci_hand_computed():
     assert c_w == pytest.approx((1.0 * 1.0 + (1.0 + r2) * c2) / (2.0 + r2), abs=1e-12)
 
 
+def test_per_factor_terms_hand_computed():
+    # The MCC's terms: z1 is matched to h2 (0.6), z2 to h1 (1.0); MCC = their mean.
+    matched, perm, signs = metrics.matched_correlations(_Z, _H)
+    np.testing.assert_allclose(matched, [0.6, 1.0], atol=1e-14)
+    np.testing.assert_array_equal(perm, [1, 0])
+    np.testing.assert_array_equal(signs, [1.0, 1.0])
+    assert metrics.mcc(_Z, _H) == pytest.approx(np.mean(matched), abs=1e-15)
+    # R^2 of one factor on one code is the squared correlation: 0.36.
+    np.testing.assert_allclose(
+        metrics.coefficients_of_determination(_Z[:, :1], _H[:, 1:]), [0.36], atol=1e-14)
+    # The DCI example below: D = [0, 1] per code, C = [1, c2] per factor.
+    z = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    z_hat = np.stack([z[:, 0], z[:, 0] + z[:, 1]], axis=1)
+    p = np.array([1.0, np.sqrt(2.0)]) / (1.0 + np.sqrt(2.0))
+    per_code, per_factor = metrics.dci_terms(z, z_hat)
+    np.testing.assert_allclose(per_code, [0.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(per_factor, [1.0, 1.0 + np.sum(p * np.log2(p))], atol=1e-12)
+    np.testing.assert_allclose(metrics.coefficients_of_determination(z, z_hat), [1.0, 1.0],
+                               atol=1e-12)
+
+
+def test_unmatched_factors_have_no_term():
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=(50, 3))
+    matched, perm, _ = metrics.matched_correlations(z, z[:, :2] + 0.1 * rng.normal(size=(50, 2)))
+    assert np.isnan(matched[2]) and perm[2] == -1 and np.all(matched[:2] > 0.9)
+
+
+def test_class_decodability_hand_computed():
+    # Codes: classes 0 (4 samples) and 1 (2 samples) share the values -1.1 / -0.9, class 2
+    # sits at +-1 around 1. LDA (shared variance 0.01, priors 1/2, 1/4, 1/4) labels every
+    # negative code as class 0 (same mean as class 1, larger prior) and every positive one
+    # as class 2: accuracy 6/8; the most common class has 4/8, so (0.75 - 0.5) / 0.5 = 0.5.
+    codes = np.array([-1.1, -0.9, -1.1, -0.9, -1.1, -0.9, 0.9, 1.1])[:, None]
+    classes = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    assert metrics.class_decodability(classes, codes) == pytest.approx(0.5, abs=1e-12)
+    # Any labels; any invertible affine map of the codes.
+    names = np.array(["b", "b", "b", "b", "c", "c", "a", "a"])
+    assert metrics.class_decodability(names, 2.0 - 3.0 * codes) == pytest.approx(0.5,
+                                                                                  abs=1e-12)
+    noise = np.array([0.3, -0.2, 0.1, 0.4, -0.3, 0.2, -0.1, 0.5])[:, None]
+    two_codes = np.concatenate([codes, noise], axis=1)
+    mixed = two_codes @ np.array([[1.0, 0.0], [1.0, 2.0]]) + [0.0, -1.0]
+    assert metrics.class_decodability(classes, mixed) == pytest.approx(
+        metrics.class_decodability(classes, two_codes), abs=1e-12)
+    # A code that separates all three classes: 1; a code that carries no class: 0.
+    separated = np.array([0.0, 0.1, 0.05, 0.12, 1.0, 1.1, 2.0, 2.1])[:, None]
+    assert metrics.class_decodability(classes, separated) == 1.0
+    rng = np.random.default_rng(13)
+    labels = rng.integers(0, 2, 400)
+    assert metrics.class_decodability(labels, rng.normal(size=(400, 1))) < 0.1
+    with pytest.raises(ValueError, match="at least 2 distinct labels"):
+        metrics.class_decodability(np.zeros(8), codes)
+    with pytest.raises(ValueError, match=r"shape \[N, m\] with N = 7"):
+        metrics.class_decodability(classes[:7], codes)
+    with pytest.raises(ValueError, match="constant columns"):
+        metrics.class_decodability(classes, np.ones((8, 1)))
+
+
 # --- invariances ------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["pearson", "spearman"])

@@ -23,29 +23,28 @@ Layouts recognised without any key given (first match wins):
 come out as float32 in [0, 1] with their own channel count: bool as 0/1; uint8
 as value / 255, except an npz's uint8 images whose values are all 0 or 1
 (dSprites), read as 0/1; floats as stored. A factor with a single value
-(dSprites' colour) is dropped with a log line.
+(dSprites' colour) is dropped with a log line. NaN or infinite factors, and
+float images with a NaN or a value infinite as float32, are refused at load
+(`FactorFileError` naming the file and the first such row).
 
 Memory: h5 images are indexed (sorted, deduplicated reads), never read whole;
 an npz member cannot be read by index, so it is decompressed once at load and
 kept in memory: uint8 / bool images are streamed in 16 MB chunks and, when
 binary, kept bit-packed (full dSprites: 377 MB instead of 3 GB), else as stored.
+Float images are checked for non-finite values in chunks of the same size
+(an h5 file's are read once at load for that, a chunk at a time).
 
 The grid need not be complete: the latent distributions of the paper are
-defined over the rows the file has. `make_latents(dataset, alpha)` jitters
-every row i by a fixed offset
-
-    u_i ~ U([-alpha gap_1 / 2, alpha gap_1 / 2] x ... x [-alpha gap_K / 2, ...]),
-
-gap_k the spacing of factor k's grid (the smallest difference of consecutive
-values), then standardises the K columns over the N rows, exactly as
-`latents.make_latents` does for the 3D Shapes grid (and with the same result
-on the 3D Shapes file); `latents.make_sampler` then gives p_{alpha,rho} over
-the N rows.
+defined over the rows the file has. `latents.make_latents(dataset.factors,
+dataset.grid, alpha=alpha)` jitters and standardises the rows as it does the 3D
+Shapes grid (with the same result on the 3D Shapes file); `latents.make_sampler`
+then gives p_{alpha,rho} over the N rows.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 import zipfile
 from typing import Optional, Sequence
@@ -56,7 +55,9 @@ import tensorflow as tf
 from absl import logging
 
 from sdis_tf.data import latents as latents_lib
+from sdis_tf.data import restricted_pickle
 from sdis_tf.data import shapes3d
+from sdis_tf.data.errors import DataFileError
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _CHUNK_BYTES = 1 << 24
@@ -67,15 +68,19 @@ EXPECTED_KEYS = ("'images' + 'factors' (optional 'factor_names'); 'images' + 'la
                  "or name them with images_key=..., factors_key=...")
 
 
-class FactorFileError(ValueError):
-    """A labelled-factor file is missing or does not hold usable images and factors."""
+class FactorFileError(DataFileError):
+    """A labelled-factor file is missing or does not hold usable images and factors.
+
+    One line: the file, the problem and, given `found` ({key: (shape, dtype)}), the
+    keys found in the file and the keys expected.
+    """
 
     def __init__(self, path, problem: str, found: Optional[dict] = None):
-        message = f"factor dataset {os.fspath(path)!r}: {problem}"
+        message = f"factor dataset {os.fspath(path)!r}: {' '.join(problem.split())}"
         if found is not None:
             described = ", ".join(f"{key!r} {shape} {dtype}"
                                   for key, (shape, dtype) in sorted(found.items()))
-            message += f"\n  keys found: {described or 'none'}\n  keys expected: {EXPECTED_KEYS}"
+            message += f" (keys found: {described or 'none'}; keys expected: {EXPECTED_KEYS})"
         super().__init__(message)
 
 
@@ -239,15 +244,15 @@ def _read_npz(handle, path, images_key, factors_key, factor_names) -> FactorData
         if names is None and "factor_names" in found:
             names = [_text(n) for n in archive["factor_names"].reshape(-1)]
         if names is None and layout == "dsprites" and "metadata" in found:
-            # dSprites' metadata is a pickled Python 2 dict: the only member unpickled.
-            with np.load(path, allow_pickle=True, encoding="latin1") as pickled:
-                metadata = pickled["metadata"][()]
-            names = [_text(n) for n in _get(metadata, "latents_names")]
+            names = [_text(n) for n in _get(_dsprites_metadata(archive, path), "latents_names")]
+    except restricted_pickle.ForbiddenGlobalError:
+        raise  # one line naming the file and the global; nothing was run
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise FactorFileError(path, f"reading failed: truncated or corrupted ({error}).",
                               found) from None
     finally:
         archive.close()
+    _check_finite_images(path, images_key, images.read, found[images_key])
     return _build(path, layout, FactorImages(images.read, images.shape, images.scale),
                   factors, names, found, factors_key)
 
@@ -336,6 +341,7 @@ def _load_h5(path, images_key, factors_key, factor_names) -> FactorDataset:
         return _from_shapes3d(path, factor_names)
     image_shape, image_dtype = found[images_key]
     reader = _H5Reader(path, images_key)
+    _check_finite_images(path, images_key, reader.read, found[images_key])
     return _build(path, "shapes3d" if shapes3d_layout else "plain",
                   FactorImages(reader.read, _with_channels(image_shape), _scale(image_dtype)),
                   factors, names, found, factors_key)
@@ -370,6 +376,27 @@ def _build(path, layout, images, factors, names, found, factors_key) -> FactorDa
                               "disentangle.", found)
     return FactorDataset(path, layout, images, factors[:, ~constant],
                          [n for n, c in zip(names, constant) if not c], dropped)
+
+
+def _check_finite_images(path, key: str, read, shape_and_dtype: tuple) -> None:
+    """Refuses float images holding a NaN or a value infinite as float32 (as they are read).
+
+    `read(indices [M]) -> stored images [M, ...]` is called on consecutive rows, about
+    `_CHUNK_BYTES` at a time, so memory stays that of one chunk.
+    """
+    shape, dtype = shape_and_dtype
+    if np.dtype(dtype).kind != "f":
+        return
+    row_bytes = max(int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
+    step = max(1, _CHUNK_BYTES // row_bytes)
+    for start in range(0, shape[0], step):
+        with np.errstate(over="ignore"):   # float64 beyond float32's range: inf, refused
+            chunk = read(np.arange(start, min(start + step, shape[0]))).astype(np.float32)
+        finite = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise FactorFileError(path, f"images {key!r} hold NaN or infinite values (first in "
+                                  f"row {row}; float images are read as float32).")
 
 
 def _check_shapes(path, found, images_key, factors_key) -> None:
@@ -428,6 +455,27 @@ def _npy_header(archive, key: str) -> tuple:
     return shape, dtype
 
 
+def _dsprites_metadata(archive, path) -> dict:
+    """dSprites' `metadata` member: a (Python 2) pickled 0-d object array holding a dict.
+
+    The only pickle in an npz: read through `restricted_pickle` (numpy arrays and
+    plain containers, nothing run); every other member is read with allow_pickle=False.
+    """
+    with archive.zip.open("metadata.npy") as f:
+        _, _, dtype = _read_npy_header(f)
+        if not dtype.hasobject:
+            raise ValueError(f"'metadata' holds {dtype} values, not a pickled dict")
+        try:
+            metadata = restricted_pickle.load(f, f"{os.fspath(path)!r} member 'metadata'",
+                                              encoding="latin1")
+        except (pickle.UnpicklingError, TypeError, AttributeError, IndexError) as error:
+            raise ValueError(f"'metadata' cannot be unpickled ({error})") from None
+    if not (isinstance(metadata, np.ndarray) and metadata.shape == ()
+            and isinstance(metadata[()], dict)):
+        raise ValueError("'metadata' does not hold a dict")
+    return metadata[()]
+
+
 def _read_npy_header(stream) -> tuple:
     """(shape, fortran_order, dtype) of an .npy stream, left at the start of the data."""
     version = np.lib.format.read_magic(stream)
@@ -452,37 +500,3 @@ def _get(mapping: dict, key: str):
     """dSprites' metadata dict has str or bytes keys depending on how it is unpickled."""
     return mapping[key] if key in mapping else mapping[key.encode()]
 
-
-# ---------------------------------------------------------------- latents
-
-
-def grid_gaps(grid: Sequence[np.ndarray]) -> np.ndarray:
-    """gap_k `[K]`: the spacing of factor k, the smallest difference of consecutive values.
-
-    Evenly spaced factors use second minus first (as `latents.factor_gaps`).
-    """
-    gaps = []
-    for values in grid:
-        steps = np.diff(values)
-        even = np.allclose(steps, steps[0], rtol=1e-9, atol=0.0)
-        gaps.append(steps[0] if even else steps.min())
-    return np.array(gaps, np.float64)
-
-
-def make_latents(dataset: FactorDataset, alpha: float = 1.0,
-                 seed: int = latents_lib.JITTER_SEED) -> latents_lib.Latents:
-    """The jittered, standardised rows of `dataset` (module docstring), as a `latents.Latents`.
-
-    factors `[N, K]` = dataset.factors + u, u_ik ~ U(-alpha gap_k / 2, alpha gap_k / 2)
-    drawn once from `seed`; z = (factors - mean) / std over the N rows. On the full
-    3D Shapes file this equals `latents.make_latents(alpha, seed)`.
-    """
-    if not np.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha (z_noise_scale) must be a finite number >= 0; got {alpha}")
-    half = alpha * grid_gaps(dataset.grid) / 2.0
-    jitter = np.random.default_rng(seed).uniform(-half, half, size=dataset.factors.shape)
-    factors = dataset.factors + jitter
-    mean = factors.mean(axis=0)
-    std = factors.std(axis=0)
-    return latents_lib.Latents(alpha=float(alpha), factors=factors, z=(factors - mean) / std,
-                               mean=mean, std=std)

@@ -6,7 +6,7 @@ labels 0..ways-1) fits the head, the query set scores it. `EpisodeSampler`
 draws batches of T episodes as a pure function of (seed, stream, index), so a
 resumed run replays the same batches, and validation/test episodes are the
 same every epoch and every run (MetaOptNet reseeded with the epoch number, so
-its validation episodes changed every epoch; REFERENCE_NOTES section 3).
+its validation episodes changed every epoch).
 
 Splits (`FewShotSplit`: uint8 images [N, H, W, 3], contiguous labels [N]):
 
@@ -19,8 +19,8 @@ Splits (`FewShotSplit`: uint8 images [N, H, W, 3], contiguous labels [N]):
 - `load_split(dataset, root, split)`: miniImageNet, tieredImageNet, CIFAR-FS and
   FC100 in the files MetaOptNet users have (below). Missing files, HTML pages
   saved under the file's name, zip archives, truncated files and wrong shapes
-  raise `FewShotFileError` naming the file and the fix; Python 2 pickles are
-  read with the latin-1 fallback.
+  raise `FewShotFileError` naming the file and the fix; pickles are read as
+  data only (`restricted_pickle`), Python 2 pickles with the latin-1 fallback.
 
     miniImageNet    miniImageNet_category_split_train_phase_train.pickle,
                     miniImageNet_category_split_{val,test}.pickle
@@ -44,6 +44,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from sdis_tf.data import restricted_pickle
+from sdis_tf.data.errors import DataFileError
 from sdis_tf.data.render import render
 
 SPLITS = ("train", "val", "test")
@@ -74,7 +76,7 @@ _HOW_TO_GET = (
     "Without them, use the procedural few-shot set (config.data.dataset='procedural').")
 
 
-class FewShotFileError(ValueError):
+class FewShotFileError(DataFileError):
     """A few-shot data file is missing or unusable; the message says why and how to fix it."""
 
     def __init__(self, path, problem: str):
@@ -221,6 +223,9 @@ def _decode_keys(obj):
 def load_pickle(path) -> dict:
     """Reads a (Python 2 or 3) pickle, raising `FewShotFileError` for unusable files.
 
+    The pickle is read as data only (`restricted_pickle`): one that references
+    anything but numpy arrays and plain containers raises
+    `restricted_pickle.ForbiddenGlobalError`, and nothing in it is run.
     Python 2 pickles of numpy arrays (Gidaris & Komodakis' miniImageNet files)
     fail with UnicodeDecodeError under Python 3's default encoding and are
     retried with encoding="latin1", the documented way to read them.
@@ -231,11 +236,13 @@ def load_pickle(path) -> dict:
     for encoding in ("ASCII", "latin1"):
         try:
             with open(path, "rb") as f:
-                return _decode_keys(pickle.load(f, encoding=encoding))
+                return _decode_keys(restricted_pickle.load(f, repr(path), encoding=encoding))
         except UnicodeDecodeError:
             continue  # a Python 2 pickle: retry with latin-1
+        except restricted_pickle.ForbiddenGlobalError:
+            raise  # already one line naming the file and the global
         except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-                ImportError, IndexError, KeyError, MemoryError, OverflowError) as error:
+                IndexError, KeyError, MemoryError, OverflowError) as error:
             raise FewShotFileError(
                 path, f"cannot be unpickled ({type(error).__name__}: {error}); the file "
                 f"({size:,} bytes) is truncated or corrupt: download it again.") from None

@@ -13,6 +13,13 @@ ink = 1 and paper = 0, `images[c, d]` character c drawn by drawer d. Layouts
     TFDS     a prepared `omniglot` data directory (train = background,
              test = evaluation); read from its tfrecord shards, never downloaded.
 
+Download: `load_omniglot("", split)` reads the official `images_<split>.zip` and
+`lake_runs(DOWNLOAD)` Lake's `all_runs.zip` (github.com/brendenlake/omniglot, MIT
+licence) from the data cache, `$SDIS_TF_DATA/omniglot/` (default
+`~/.cache/sdis_tf/omniglot/`), each downloaded on first use and checked against its
+SHA-256 (`REMOTE`, `sdis_tf.data.download`). Offline, the error names the URL to fetch
+and the path to put it at.
+
 Class order: alphabets sorted by name, characters by NN; drawers by YY (TFDS
 records do not keep the drawer, so there the 20 drawings are in record order).
 Class names `Alphabet/characterNN` come with the zip, folder and TFDS layouts.
@@ -26,8 +33,14 @@ A_ik = |[k, k + 1) n [i s, (i + 1) s)| / s (rows sum to 1). Applied to ink in
 method for every layout, so all layouts give identical arrays.
 
 Splits: learn only from the background set, evaluate on the evaluation set
-(Lake's split). `class_pools` draws training and validation pools from the
-background classes only. Global class ids: background c -> c, evaluation
+(Lake's split). Every layout holds the background set as 964 characters of 30
+alphabets and the evaluation set as 659 characters of 20 alphabets
+(`NUM_CLASSES`, `NUM_ALPHABETS`); `load_omniglot` checks them (the alphabets
+where the layout names them: zip, folder, TFDS), so the other split's file, a
+swapped pair or a partial set is refused, naming the file or folder read
+(`complete=False` reads a subset of the characters, for small tests).
+`class_pools` draws training and validation pools from the background
+classes only. Global class ids: background c -> c, evaluation
 c -> 964 + c (`global_ids`).
 
 Episodes: `fewshot_split(path, 'train' | 'val' | 'test')` gives a
@@ -52,10 +65,12 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from sdis_tf.data import fewshot
+from sdis_tf.data import download, fewshot
+from sdis_tf.data.errors import DataFileError
 
 SPLITS = ("background", "evaluation")
 NUM_CLASSES = {"background": 964, "evaluation": 659}
+NUM_ALPHABETS = {"background": 30, "evaluation": 20}
 DRAWERS = 20
 SOURCE_SIZE = 105
 _TFDS_SPLIT = {"background": "train", "evaluation": "test"}
@@ -64,12 +79,29 @@ _CHUNK = 64           # classes resized at a time (bounds the float32 working me
 FEWSHOT_SPLITS = ("train", "val", "test")
 # Ink mean and std of the background set at 28 x 28 (the mean holds at every size).
 STATS = ((0.0779,), (0.2303,))
+_GITHUB = "https://github.com/brendenlake/omniglot/raw/master/python/"
+REMOTE = {
+    "background": download.RemoteFile(
+        "omniglot/images_background.zip", _GITHUB + "images_background.zip",
+        "ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640"),
+    "evaluation": download.RemoteFile(
+        "omniglot/images_evaluation.zip", _GITHUB + "images_evaluation.zip",
+        "1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee"),
+    "lake_runs": download.RemoteFile(
+        "omniglot/all_runs.zip", _GITHUB + "one-shot-classification/all_runs.zip",
+        "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325"),
+}
+"""The official files in the data cache: the image sets' zips (9,464,212 and 6,462,886 bytes,
+the SHA-256 TFDS registers for the same URLs) and Lake's runs (352,787 bytes)."""
+DOWNLOAD = "download"
+"""`lake_runs(DOWNLOAD)`: Lake's all_runs.zip from the data cache, downloaded on first use."""
 
 
-class OmniglotFileError(ValueError):
-    """Omniglot data at the given path is missing or unusable."""
+class OmniglotFileError(DataFileError):
+    """Omniglot data at the given path is missing or unusable (a one-line message)."""
 
     def __init__(self, path, problem: str):
+        problem = " ".join(problem.split())
         super().__init__(f"Omniglot data at {os.fspath(path)!r}: {problem}")
 
 
@@ -95,36 +127,50 @@ class ClassPools(NamedTuple):
 
 
 def load_omniglot(path, split: str = "background", size: int = 28, *,
-                  with_names: bool = False):
+                  with_names: bool = False, complete: bool = True):
     """Omniglot images `[classes, 20, size, size, 1]` float32, ink = 1 (module docstring).
 
     Args:
       path: an npz or zip file; an unpacked `Alphabet/characterNN/*.png` folder; a
-        TFDS data dir (holding `omniglot/<version>/`) or version folder; or a folder
-        holding `images_<split>.npz`, `images_<split>.zip` or `images_<split>/`.
+        TFDS data dir (holding `omniglot/<version>/`) or version folder; a folder
+        holding `images_<split>.npz`, `images_<split>.zip` or `images_<split>/`; or ""
+        (the str): the official `images_<split>.zip` in the data cache, downloaded on
+        first use (`REMOTE`).
       split: 'background' or 'evaluation'.
       size: output side in [1, 105] (area averaging).
       with_names: also return the class names (None for the npz layout).
+      complete: require the whole split (`NUM_CLASSES` characters, `NUM_ALPHABETS`
+        alphabets where the layout names them); False accepts any subset.
     Returns:
       images, or (images, names) with `with_names`.
     Raises:
       OmniglotFileError: missing path, a file of the other split, truncated or
-        foreign files, wrong shapes, a class without 20 drawings.
+        foreign files, wrong shapes, a class without 20 drawings, and with
+        `complete` other counts than the split's (a swapped or partial set).
+      download.DownloadError: with path "", no network (the line names the URL to
+        fetch and the path to put it at) or a file that fails its SHA-256.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
     if not isinstance(size, (int, np.integer)) or not 1 <= size <= SOURCE_SIZE:
         raise ValueError(f"size must be an int in [1, {SOURCE_SIZE}]; got {size!r}")
-    paper, names = _read_paper(os.fspath(path), split)
+    path = download.fetch(REMOTE[split]) if path == "" else os.fspath(path)
+    paper, names, source = _read_paper(path, split)
+    if complete:
+        _check_counts(split, len(paper), names, source)
     images = _resize(paper, size)
     return (images, names) if with_names else images
 
 
 def lake_runs(path, size: int = 28) -> LakeRuns:
-    """Reads all_runs.zip as it is (no unpacking): runNN/{training,test}/*.png, class_labels.txt."""
-    path = os.fspath(path)
+    """Reads all_runs.zip as it is (no unpacking): runNN/{training,test}/*.png, class_labels.txt.
+
+    `path` is the zip, or `DOWNLOAD` for the copy in the data cache, downloaded on first
+    use (raising `download.DownloadError` as `load_omniglot` does for path "").
+    """
     if not isinstance(size, (int, np.integer)) or not 1 <= size <= SOURCE_SIZE:
         raise ValueError(f"size must be an int in [1, {SOURCE_SIZE}]; got {size!r}")
+    path = download.fetch(REMOTE["lake_runs"]) if path == DOWNLOAD else os.fspath(path)
     archive = _open_zip(path)
     with archive:
         support, query, answers = [], [], []
@@ -172,25 +218,32 @@ def with_rotations(images: np.ndarray) -> np.ndarray:
 
 
 def fewshot_split(path, split: str, *, size: int = 28, num_val: int = 164, pool_seed: int = 0,
-                  rotations: bool = False) -> fewshot.FewShotSplit:
+                  rotations: bool = False, complete: bool = True) -> fewshot.FewShotSplit:
     """One few-shot split for `fewshot.EpisodeSampler`: uint8 images `[N, size, size, 1]`.
 
     'train' and 'val' are the two `class_pools(num_val, pool_seed)` of the
     background set ('train' with `rotations`: 4 x its classes, `with_rotations`);
     'test' is the whole evaluation set. Images are round(255 ink); labels
-    c * 20 + d -> c (class-major); mean / std = `STATS`.
+    c * 20 + d -> c (class-major); mean / std = `STATS`. `path` ("" = the data cache)
+    and `complete` as in `load_omniglot`.
 
     Raises:
       ValueError: an unknown split, or rotations for 'val' / 'test' (the
         augmentation is for training only).
-      OmniglotFileError: as `load_omniglot`.
+      OmniglotFileError: as `load_omniglot`; a background set of at most
+        `num_val` characters (none left for training).
     """
     if split not in FEWSHOT_SPLITS:
         raise ValueError(f"split must be one of {FEWSHOT_SPLITS}; got {split!r}")
     if rotations and split != "train":
         raise ValueError(f"rotations=True is a training option; got split={split!r}")
-    images = load_omniglot(path, "evaluation" if split == "test" else "background", size)
+    images = load_omniglot(path, "evaluation" if split == "test" else "background", size,
+                           complete=complete)
     if split != "test":
+        if not 0 < num_val < len(images):
+            raise OmniglotFileError(path, f"the background set holds {len(images)} characters: "
+                                    f"too few for {num_val} validation characters (num_val) "
+                                    "and at least one for training.")
         pools = class_pools(num_val, pool_seed, num_classes=len(images))
         images = images[pools.train if split == "train" else pools.val]
     if rotations:
@@ -252,8 +305,24 @@ def _resize(paper: np.ndarray, size: int) -> np.ndarray:
 # ---------------------------------------------------------------- layouts
 
 
+def _check_counts(split: str, classes: int, names, source: str) -> None:
+    """Refuses a set whose character (and, given `names`, alphabet) counts are not `split`'s."""
+    alphabets = None if names is None else len({name.split("/")[0] for name in names})
+    counts = {s: (NUM_CLASSES[s], None if names is None else NUM_ALPHABETS[s]) for s in SPLITS}
+    if (classes, alphabets) == counts[split]:
+        return
+    other = SPLITS[1 - SPLITS.index(split)]
+    hint = (f"these are the {other} set's counts: are images_background and "
+            "images_evaluation swapped?" if (classes, alphabets) == counts[other]
+            else "a partial or foreign set.")
+    found = f"{classes} characters" + ("" if names is None else f" of {alphabets} alphabets")
+    raise OmniglotFileError(source, f"holds {found}; the {split} set has "
+                            f"{NUM_CLASSES[split]} characters of {NUM_ALPHABETS[split]} "
+                            f"alphabets: {hint}")
+
+
 def _read_paper(path: str, split: str):
-    """bool paper `[C, 20, 105, 105]` and class names (or None) from any layout."""
+    """bool paper `[C, 20, 105, 105]`, class names (or None) and the file or folder read."""
     if not os.path.exists(path):
         raise OmniglotFileError(path, "no such file or directory.")
     if os.path.isfile(path):
@@ -267,19 +336,19 @@ def _read_paper(path: str, split: str):
             raise OmniglotFileError(path, f"not an npz or zip file (starts with {head!r}); "
                                     "expected images_<split>.npz or images_<split>.zip.")
         if _is_npz(path):
-            return _read_npz(path, split), None
+            return _read_npz(path, split), None, path
         with _open_zip(path) as archive:
-            return _read_tree(_zip_entries(archive, path), path)
+            return (*_read_tree(_zip_entries(archive, path), path), path)
     for name in (f"images_{split}.npz", f"images_{split}.zip", f"images_{split}"):
         candidate = os.path.join(path, name)
         if os.path.exists(candidate):
             return _read_paper(candidate, split)
     version_dir = _tfds_version_dir(path)
     if version_dir is not None:
-        return _read_tfds(version_dir, split)
+        return (*_read_tfds(version_dir, split), version_dir)
     entries = _folder_entries(path)
     if entries:
-        return _read_tree(entries, path)
+        return (*_read_tree(entries, path), path)
     raise OmniglotFileError(
         path, f"a folder without Omniglot data: expected images_{split}.npz, "
         f"images_{split}.zip, images_{split}/ (Alphabet/characterNN/XXXX_YY.png), "
@@ -356,7 +425,8 @@ def _read_tree(entries: dict, path: str):
 
 def _open_zip(path: str) -> zipfile.ZipFile:
     if not os.path.isfile(path):
-        raise OmniglotFileError(path, "no such file.")
+        raise OmniglotFileError(path, "a directory, not a zip file." if os.path.isdir(path)
+                                else "no such file.")
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as error:

@@ -1,15 +1,18 @@
-"""tf.data pipeline of 3D Shapes regression tasks (section 5.1, appendix D.2.1).
+"""tf.data pipeline of regression tasks on labelled images (section 5.1, appendix D.2.1).
 
 Step k of `task_batches` yields T tasks of n samples:
 
-    indices [T, n]  grid indices i ~ p_{alpha,rho} (`latents.GridSampler`)
-    z       [T, n, K] float32, jittered standardised latents of those points
+    indices [T, n]  row indices i ~ p_{alpha,rho} (`latents.GridSampler`: a cell of
+                       the task factors' values, then one of its rows uniformly)
+    z       [T, n, d] float32, the latents of those rows (`latents.TaskLatents`:
+                       d = K for K continuous task factors; `roles`)
     factors [T, n, K] float32, their factor values in dataset units (the grid
                        values, or the jittered values with `render_jittered`)
-    x       [T, n, H, W, C] float32 in [0, 1], from a data file or the renderer
-                       (K = 6, 64x64x3 for 3D Shapes and the renderer)
+    x       [T, n, H, W, C] float32 in [0, 1], from a data file or a renderer
+                       (K = 6, 64x64x3 for 3D Shapes and its renderer; K = 5,
+                       64x64x1 for the sprite world)
     + the task part, `task_fn(seed, z)`: by default (`regression_tasks`)
-    w [T, 6] sparse weights, w_support [T, 6] bool, y [T, n] = z w + noise.
+    w [T, d] sparse weights, w_support [T, d] bool, y [T, n] = z w + noise.
 
 With `num_query > 0` the tasks also get a query set drawn the same way, with
 the same weights and fresh noise: keys `indices_query`, `z_query`, ...,
@@ -32,17 +35,18 @@ import tensorflow as tf
 from sdis_tf.data import factors as factors_lib
 from sdis_tf.data import latents as latents_lib
 from sdis_tf.data import render as render_lib
-from sdis_tf.data import shapes3d
+from sdis_tf.data import roles as roles_lib
+from sdis_tf.data import shapes3d, sprites
 from sdis_tf.data import tasks as tasks_lib
 
 TaskFn = Callable[[tf.Tensor, tf.Tensor, Optional[tf.Tensor]], dict]
-"""task_fn(seed [2] int, z [T, n, 6], z_query [T, n_q, 6] or None) -> dict of task
+"""task_fn(seed [2] int, z [T, n, d], z_query [T, n_q, d] or None) -> dict of task
 tensors: 'y' [T, n] and, when z_query is given, 'y_query' [T, n_q]."""
 
 
 def regression_tasks(kind: str = "bernoulli", *, noise: str = "snr", noise_scale: float = 0.1,
                      **weight_kwargs) -> TaskFn:
-    """task_fn drawing w [T, 6] with `tasks.sample_weights(kind)` and y = z w + noise.
+    """task_fn drawing w [T, d] with `tasks.sample_weights(kind)` and y = z w + noise.
 
     Defaults are the paper's: Bernoulli(0.5) supports with N(0, 1) values, and
     noise of norm 0.1 ||z w|| per task ('snr'). Extra keyword arguments
@@ -61,42 +65,88 @@ def regression_tasks(kind: str = "bernoulli", *, noise: str = "snr", noise_scale
 
 
 class ImageSource:
-    """Images of data points: a labelled-factor file, the real 3D Shapes data or the renderer.
+    """Images of data points: a labelled-factor file, the real 3D Shapes data, the 3D Shapes
+    renderer or the sprite world.
 
     `images(indices [T, n], factors [T, n, K]) -> [T, n, H, W, C]` float32 in [0, 1].
-    `data` is None for the renderer, else a `shapes3d.Shapes3D` or a
-    `factors.FactorDataset` (row i of `data.factors` is the factor values of image i).
+    `data` is None for the 3D Shapes renderer, else a `shapes3d.Shapes3D`, a
+    `factors.FactorDataset` (row i of `data.factors` is the factor values of image i)
+    or a `sprites.SpriteWorld`. The procedural sources (`procedural`) draw images from
+    factor values; the others read the images of row indices.
     """
 
     def __init__(self, data=None):
         self.data = data
 
     @property
+    def _shapes3d_grid(self) -> bool:
+        return self.data is None or isinstance(self.data, shapes3d.Shapes3D)
+
+    @property
+    def procedural(self) -> bool:
+        """True for the renderers (3D Shapes, sprites): images of any factor values."""
+        return self.data is None or isinstance(self.data, sprites.SpriteWorld)
+
+    @property
     def factor_table(self) -> np.ndarray:
         """[N, K] factor values of the rows that can be drawn (the full grid for the renderer)."""
         return latents_lib.grid_factors() if self.data is None else self.data.factors
 
-    def default_latents(self, alpha: float) -> latents_lib.Latents:
-        """The jittered, standardised latents over this source's rows (p_{alpha,rho}'s support)."""
-        if isinstance(self.data, factors_lib.FactorDataset):
-            return factors_lib.make_latents(self.data, alpha)
-        return latents_lib.make_latents(alpha)
+    @property
+    def factor_names(self) -> tuple[str, ...]:
+        """The K factor names."""
+        return latents_lib.FACTOR_NAMES if self._shapes3d_grid else self.data.factor_names
+
+    @property
+    def grid(self) -> tuple[np.ndarray, ...]:
+        """The K sorted arrays of distinct factor values."""
+        return latents_lib.factor_values() if self._shapes3d_grid else self.data.grid
+
+    @property
+    def layout(self) -> str:
+        """'shapes3d' (renderer, TFDS, h5), 'dsprites', 'plain' or 'sprites' (`roles`)."""
+        return "shapes3d" if self._shapes3d_grid else self.data.layout
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the images (64x64x3 for 3D Shapes, 64x64x1 for the sprites)."""
+        return shapes3d.IMAGE_SHAPE if self._shapes3d_grid else tuple(self.data.image_shape)
+
+    def roles(self, factors=(), categorical=(roles_lib.AUTO,),
+              periodic=(roles_lib.AUTO,)) -> roles_lib.Roles:
+        """The factor roles of this source from their declarations (`roles.resolve_roles`,
+        "auto" = the defaults of its layout)."""
+        return roles_lib.resolve_roles(self.factor_names, self.grid, self.layout,
+                                       factors=factors, categorical=categorical,
+                                       periodic=periodic)
+
+    def default_latents(self, alpha: float,
+                        roles: roles_lib.Roles | None = None) -> latents_lib.TaskLatents:
+        """The latents of this source's rows (p_{alpha,rho}'s support) under `roles`
+        (default: every factor a task factor, the layout's kinds: `self.roles()`)."""
+        roles = roles if roles is not None else self.roles()
+        return latents_lib.make_task_latents(self.factor_table, self.grid, roles, alpha=alpha)
 
     def images(self, indices: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
-        if self.data is not None:
+        if not self.procedural:
             return self.data.images_tf(indices)
-        flat = render_lib.render(tf.reshape(factors, [-1, 6]))
+        draw = render_lib.render if self.data is None else self.data.render
+        flat = draw(tf.reshape(factors, [-1, len(self.factor_names)]))
         return tf.reshape(flat, tf.concat([tf.shape(indices), flat.shape[1:]], 0))
 
 
 def image_source(source) -> ImageSource:
-    """'render' -> the procedural renderer; a directory -> a prepared TFDS `shapes3d`
+    """'render' -> the procedural 3D Shapes renderer; 'sprites' -> the sprite world
+    (`sprites.SpriteWorld`); a directory -> a prepared TFDS `shapes3d`
     (`shapes3d.load_shapes3d`); a file -> `factors.load_factor_dataset` (3D Shapes h5,
-    dSprites npz, plain npz/h5); a loaded `Shapes3D` / `FactorDataset` is used as is."""
-    if isinstance(source, (shapes3d.Shapes3D, factors_lib.FactorDataset)):
+    dSprites npz, plain npz/h5); a loaded `Shapes3D` / `FactorDataset` / `SpriteWorld`
+    is used as is."""
+    if isinstance(source, (shapes3d.Shapes3D, factors_lib.FactorDataset, sprites.SpriteWorld)):
         return ImageSource(source)
     if source == "render":
         return ImageSource()
+    if source == "sprites":
+        return ImageSource(sprites.SpriteWorld())
     if os.path.isdir(source):
         return ImageSource(shapes3d.load_shapes3d(source))
     return ImageSource(factors_lib.load_factor_dataset(source))
@@ -106,12 +156,12 @@ def task_batches(source, *, num_tasks: int = 8, num_samples: int = 50, num_query
                  alpha: Optional[float] = None, distribution: str = "harder_gauss_0.9",
                  seed: int = 0, start_step: int = 0, num_steps: Optional[int] = None,
                  task_fn: Optional[TaskFn] = None, render_jittered: bool = False,
-                 latents: Optional[latents_lib.Latents] = None) -> tf.data.Dataset:
+                 latents=None) -> tf.data.Dataset:
     """Dataset of task batches (see the module docstring for the keys and shapes).
 
     Args:
-      source: 'render', a path (3dshapes.h5, a TFDS dir, any labelled-factor file
-        `factors.load_factor_dataset` reads) or an `ImageSource`.
+      source: 'render', 'sprites', a path (3dshapes.h5, a TFDS dir, any labelled-factor
+        file `factors.load_factor_dataset` reads) or an `ImageSource`.
       num_tasks, num_samples: T and n (support set); num_query: query samples per task.
       alpha: grid jitter level (z_noise_scale), default 1.0 (or `latents.alpha`);
         distribution: 'uniform', 'harder_gauss_<rho>' or 'gauss_<rho>'
@@ -120,20 +170,21 @@ def task_batches(source, *, num_tasks: int = 8, num_samples: int = 50, num_query
         number of batches (None: infinite).
       task_fn: the task part; default `regression_tasks()`.
       render_jittered: render the jittered factor values instead of the grid
-        values (renderer only: the real data has only grid images).
-      latents: precomputed latents over the source's rows (else
-        `source.default_latents(alpha)`).
+        values (renderers only: a data file has only grid images).
+      latents: the latents of the source's rows, a `latents.TaskLatents` (its roles:
+        task factors, nuisances, kinds) or a plain `latents.Latents`; None:
+        `source.default_latents(alpha)` (every factor a task factor, the layout's kinds).
     Raises:
       ValueError: for invalid sizes, `alpha` different from `latents.alpha`,
-        or `render_jittered` with the real data.
+        or `render_jittered` with a data file.
     """
     if num_tasks < 1 or num_samples < 1 or num_query < 0:
         raise ValueError(f"need num_tasks >= 1, num_samples >= 1, num_query >= 0; got "
                          f"{num_tasks}, {num_samples}, {num_query}")
     source = source if isinstance(source, ImageSource) else image_source(source)
-    if render_jittered and source.data is not None:
-        raise ValueError("render_jittered=True needs source='render': the real data only "
-                         "has images of the grid values")
+    if render_jittered and not source.procedural:
+        raise ValueError("render_jittered=True needs a renderer ('render', 'sprites'): a data "
+                         "file only has images of the grid values")
     if latents is None:
         latents = source.default_latents(1.0 if alpha is None else alpha)
     elif alpha is not None and alpha != latents.alpha:

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from sdis_tf.data import latents
+from sdis_tf.data.errors import DataFileError
 
 IMAGE_SHAPE = (64, 64, 3)
 H5_URL = "https://storage.googleapis.com/3d-shapes/3dshapes.h5"
@@ -44,7 +45,7 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _TFDS_FACTORS = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 
 
-class Shapes3DFileError(ValueError):
+class Shapes3DFileError(DataFileError):
     """The 3D Shapes data at the given path is missing or unusable."""
 
     def __init__(self, path, problem: str):

@@ -1,9 +1,11 @@
 """Synthetic disentanglement data: correlated latents through a fixed invertible mixing.
 
-Latents z in R^m are Gaussian with unit variances and correlation rho:
+Latents z in R^m are Gaussian with unit variances and correlation rho, their
+covariance Sigma one of `sdis_tf.data.covariances` (`structure`):
 - "equicorrelated": Sigma = (1 - rho) I + rho 1 1^T (the reference code's
-  `harder_gauss_rho`); positive definite for rho in [0, 1).
-- "toeplitz": Sigma_ij = rho^|i - j| (the reference code's `gauss_rho`).
+  `harder_gauss_rho`);
+- "toeplitz": Sigma_ij = rho^|i - j| (the reference code's `gauss_rho`);
+- "iid": Sigma = I.
 
 Observations are x = g(z) in R^d, d >= m, with g a fixed random leaky-ReLU MLP
 (`Mixing`) whose layers are well conditioned: the first is an injective
@@ -22,15 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from sdis_tf import config_schema as cs
+from sdis_tf.data import covariances
 from sdis_tf.data import tasks as tasks_lib
-
-STRUCTURES = ("equicorrelated", "toeplitz")
 
 SCHEMA = {
     "num_latents": cs.COUNT,
     "dim": cs.COUNT,
     "rho": cs.CORRELATION,
-    "structure": cs.Choice(*STRUCTURES),
+    "structure": cs.Choice(*covariances.KINDS),
     "mixing_layers": cs.COUNT,
     "mixing_slope": cs.Float(min=0.0, max=1.0, min_open=True),
     "mixing_condition": cs.Float(min=1.0),
@@ -48,22 +49,11 @@ def schema_problems(data: dict, path: str = "config.data") -> list[str]:
     return []
 
 
-def latent_covariance(num_latents: int, rho: float, structure: str = "equicorrelated") -> np.ndarray:
-    """The latent covariance Sigma [m, m] (float64), see the module docstring."""
-    if structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}. Received: {structure!r}")
-    if not 0.0 <= rho < 1.0:
-        raise ValueError(f"rho must be in [0, 1). Received: rho={rho}")
-    idx = np.arange(num_latents)
-    if structure == "equicorrelated":
-        return (1.0 - rho) * np.eye(num_latents) + rho
-    return rho ** np.abs(idx[:, None] - idx[None, :])
-
-
 def sample_latents(seed, shape, num_latents: int, rho: float,
                    structure: str = "equicorrelated", dtype=tf.float32) -> tf.Tensor:
-    """z [*shape, m] ~ N(0, Sigma), as eps L^T with Sigma = L L^T."""
-    chol = np.linalg.cholesky(latent_covariance(num_latents, rho, structure))
+    """z [*shape, m] ~ N(0, Sigma), as eps L^T with Sigma = L L^T
+    (Sigma = `covariances.covariance(structure, m, rho)`)."""
+    chol = np.linalg.cholesky(covariances.covariance(structure, num_latents, rho))
     eps = tf.random.stateless_normal(tuple(shape) + (num_latents,), seed, dtype=dtype)
     return tf.linalg.matvec(tf.constant(chol, dtype), eps)
 

@@ -1,12 +1,9 @@
 """Experiments: one module per experiment, dispatched on `config.experiment`.
 
-An experiment module `sdis_tf/experiments/<name>.py` defines
-- `SCHEMA`: the schema of its config (see `sdis_tf.config_schema`),
-- `CONSTRAINTS`: cross-field checks (a tuple of functions, may be empty),
-- `run(config, workdir) -> str | None`: trains and evaluates into `workdir`,
-  returning a short text summary (printed by main.py) or None.
-`run(config, workdir)` below validates the config against the schema before
-any work, then calls the module's `run`.
+An experiment module `sdis_tf/experiments/<name>.py` defines `EXPERIMENT`, a
+`sdis_tf.train.harness.Experiment` (its config schema and constraints, and how to
+prepare, build and summarise one run); `run(config, workdir)` below runs the
+experiment `config.experiment` names through the harness.
 """
 
 from __future__ import annotations
@@ -16,16 +13,17 @@ import pkgutil
 from types import ModuleType
 
 from sdis_tf import config_schema
+from sdis_tf.train import harness
 
 
 def available() -> list[str]:
-    """Names of the experiment modules (those defining `run` and `SCHEMA`)."""
+    """Names of the experiment modules (those defining `EXPERIMENT`)."""
     names = []
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "run") and hasattr(module, "SCHEMA"):
+        if isinstance(getattr(module, "EXPERIMENT", None), harness.Experiment):
             names.append(info.name)
     return sorted(names)
 
@@ -39,19 +37,18 @@ def get(name: str) -> ModuleType:
             if error.name != f"{__name__}.{name}":
                 raise
         else:
-            if hasattr(module, "run") and hasattr(module, "SCHEMA"):
+            if isinstance(getattr(module, "EXPERIMENT", None), harness.Experiment):
                 return module
     raise config_schema.ConfigError(
         f"invalid config:\n  config.experiment = {name!r} is not an experiment; allowed: "
                      + ", ".join(repr(n) for n in available()))
 
 
-def run(config, workdir: str):
-    """Validates `config` against its experiment's schema, then runs it in `workdir`."""
+def run(config, workdir: str) -> str:
+    """Runs `config` in `workdir` (sdis_tf.train.harness.run); returns the run's summary."""
     if "experiment" not in config:
         raise config_schema.ConfigError(
             "invalid config:\n  config.experiment: missing; allowed: one of "
             + ", ".join(repr(n) for n in available()))
     module = get(config.experiment if hasattr(config, "experiment") else config["experiment"])
-    config_schema.validate(config, module.SCHEMA, getattr(module, "CONSTRAINTS", ()))
-    return module.run(config, workdir)
+    return harness.run(module.EXPERIMENT, config, workdir)

@@ -1,27 +1,42 @@
-"""Disentanglement on 3D Shapes or any labelled-factor file (paper section 5.1, B.3, D.2).
+"""Disentanglement on 3D Shapes, the sprite world or any labelled-factor file (paper
+section 5.1, B.3, D.2).
 
 One run = one method and one regularisation level `eps` (= lambda / lambda_max):
 
     python main.py --config=configs/disentangle.py:cpu --config.method=lasso --workdir=runs/a
+    python main.py --config=configs/disentangle.py:sprites --config.method=lasso --workdir=runs/s
     python main.py --config=configs/disentangle.py:cpu --config.data.path=dsprites.npz \
         --workdir=runs/dsprites
 
 Data (sdis_tf.data.pipeline, a tf.data pipeline, prefetched), chosen by
-`data.path`: "" = the procedural 3D Shapes renderer; a file = any labelled-factor
-file `factors.load_factor_dataset` reads (3D Shapes h5, dSprites npz, plain
-npz / h5; `data.images_key` / `data.factors_key` name other members); a
-directory = a prepared TFDS `shapes3d`. The source has N rows of K factors
-(the 480,000 x 6 grid for 3D Shapes; the file's rows, complete grid or not,
-otherwise) and images [H, W, C]. Per step T tasks of n images whose latents
-z [T, n, K] are drawn from p_{alpha,rho} on the jittered, standardised rows,
-average-pooled to height `data.image_size` (0: the file's own size); task
-weights w_t [K] (Bernoulli supports by default) and targets
-y_t = z_t w_t + noise. With `data.num_query > 0` the outer loss uses a fresh
-query set of the same tasks; with 0 it reuses the n inner samples (the
-paper's setting).
+`data.path`: "" = the procedural 3D Shapes renderer; "sprites" = the procedural
+sprite world (sdis_tf.data.sprites); a file = any labelled-factor file
+`factors.load_factor_dataset` reads (3D Shapes h5, dSprites npz, plain npz /
+h5; `data.images_key` / `data.factors_key` name other members); a directory =
+a prepared TFDS `shapes3d`. The source has N rows of K factors (the 480,000 x 6
+grid for 3D Shapes; the file's rows, complete grid or not, otherwise) and
+images [H, W, C].
+
+Factor roles (sdis_tf.data.roles, logged at the start): `data.factors` names
+the task factors (() = all); the others are nuisances, free in the images and
+absent from z, the tasks and the metrics. `data.categorical` (names) and
+`data.periodic` ("name:period[:symmetry]") declare unordered and periodic task
+factors; their item "auto" stands for the layout's defaults (dSprites' shape
+categorical and orientation periodic over 2 pi, 3D Shapes' hues periodic over
+1, the sprite world's shape categorical and orientation periodic over 1).
+Continuous factors give one latent column, categorical ones C - 1 class
+indicators, periodic ones (cos, sin): d columns in all.
+
+Per step T tasks of n images whose latents z [T, n, d] are drawn from
+p_{alpha,rho} over the task factors' jittered, standardised values (then a row
+of the drawn values uniformly: the nuisances), average-pooled to height
+`data.image_size` (0: the file's own size); task weights w_t [d] (Bernoulli
+supports by default) and targets y_t = z_t w_t + noise. With `data.num_query >
+0` the outer loss uses a fresh query set of the same tasks; with 0 it reuses
+the n inner samples (the paper's setting).
 
 Model: `Conv4Encoder` (sdis_tf.models.conv4) on [H, W, C] with
-m = `model.num_latents` codes (0: m = K), ending in TaskBatchNorm.
+m = `model.num_latents` codes (0: m = d), ending in TaskBatchNorm.
 Methods (inner problem on the support set, outer loss on the query set):
 
     lasso        W_t = argmin 1/(2n)||y - F w||^2 + eps lam_max ||w||_1,
@@ -39,17 +54,19 @@ scores of its codes after linear ICA (inner-Ridge + ICA = the ica_* scores of a
 cosine: sdis_tf.train.schedules), one `tf.function` step under `config.distribute`
 (sdis_tf.train.bilevel), evaluation every `eval.every_steps` and at the end
 (disentangle_eval) over the source's rows: eval/{mcc, r, dci_d, dci_c} on all
-rows or `eval.grid_points` of them, eval/*_train on the training distribution,
-eval/ica_*, eval/loss (outer loss
-on held-out query samples of held-out tasks: the validation loss, which never
-looks at the true factors), a TensorBoard image of the single-factor sweeps;
-train/{loss, grad_norm, support, input_wait}. workdir/result.json holds the
-last record, the factor names and the sweep codes; workdir/sweeps.png the
-final sweep figure.
+rows or `eval.grid_points` of them, and per task factor eval/{mcc, r, dci_d,
+dci_c}/<factor> (eval/class_acc/<factor> for a categorical one), eval/*_train
+on the training distribution, eval/ica_*, eval/loss (outer loss on held-out
+query samples of held-out tasks: the validation loss, which never looks at the
+true factors), a TensorBoard image of the single-factor sweeps; train/{loss,
+grad_norm, support, input_wait}. workdir/result.json holds the last record, the
+task factors' names, every factor's role, the latent columns' names and the
+sweep codes; workdir/sweeps.png the final sweep figure.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -59,22 +76,42 @@ import tensorflow as tf
 from absl import logging
 
 from sdis_tf import config_schema as cs
-from sdis_tf import layers
+from sdis_tf import heads
 from sdis_tf.data import factors as factors_lib
 from sdis_tf.data import latents as latents_lib
-from sdis_tf.data import pipeline, shapes3d
+from sdis_tf.data import pipeline
+from sdis_tf.data import roles as roles_lib
 from sdis_tf.data import tasks as tasks_lib
-from sdis_tf.experiments import disentangle_eval
+from sdis_tf.data.errors import DataFileError
+from sdis_tf.experiments import disentangle_eval, disentangle_figures
 from sdis_tf.models.conv4 import PRECISIONS, Conv4Encoder
 from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
-from sdis_tf.train import bilevel, distribute, loop, schedules
-from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, open_run
+from sdis_tf.train import bilevel, distribute, harness, schedules
+from sdis_tf.train.rundir import save_figure
 
 METHODS = ("lasso", "ridge", "none", "outer_lasso", "outer_ridge")
 CORRELATIONS = ("harder_gauss", "gauss", "uniform")
-RENDER_IMAGE_SIZES = (64, 32, 16)  # the renderer's 64x64 average-pooled by 1, 2, 4
+RENDERERS = {"": "render", "sprites": "sprites"}
+"""`data.path` values that name a renderer (no file): the 3D Shapes renderer, the sprite world."""
+RENDER_IMAGE_SIZES = (64, 32, 16)  # the renderers' 64x64 average-pooled by 1, 2, 4
 _EVAL_SEED_OFFSET = 1_000_003  # eval tasks use pipeline seed (seed + offset)
+
+
+class _Periodic(cs.Spec):
+    """An item of `data.periodic`: "auto" or "name:period[:symmetry]" (`roles.parse_periodic`)."""
+
+    def allowed(self) -> str:
+        return f"'auto' or {roles_lib.PERIODIC_FORMAT}"
+
+    def problem(self, value):
+        if value == roles_lib.AUTO:
+            return None
+        try:
+            roles_lib.parse_periodic(value)
+        except ValueError:
+            return f"is not a periodic declaration; allowed: {self.allowed()}"
+        return None
+
 
 SCHEMA = {
     "experiment": cs.Choice("disentangle"),
@@ -86,6 +123,9 @@ SCHEMA = {
         "path": cs.Text(),
         "images_key": cs.Text(),
         "factors_key": cs.Text(),
+        "factors": cs.Tuple(cs.Text(nonempty=True), min_len=0, unique=True),
+        "categorical": cs.Tuple(cs.Text(nonempty=True), min_len=0, unique=True),
+        "periodic": cs.Tuple(_Periodic(), min_len=0, unique=True),
         "image_size": cs.Int(min=0),
         "correlation": cs.Choice(*CORRELATIONS),
         "rho": cs.CORRELATION,
@@ -132,16 +172,14 @@ def _cross_field(config: dict) -> list[str]:
         if data[key] and not os.path.isfile(path):
             problems.append(f"config.data.{key} = {data[key]!r} names a member of a file: "
                             "it needs config.data.path = an .npz or .h5 file")
-    if path and not os.path.exists(path):
+    if path not in RENDERERS and not os.path.exists(path):
         problems.append(f"config.data.path = {path!r}: no such file or directory (give a "
-                        "labelled-factor .npz / .h5 file, a TFDS shapes3d dir, or '' for "
-                        "the renderer)")
-    if not path:
-        problems += tasks_lib.schema_problems(config["tasks"], len(latents_lib.FACTOR_NAMES))
-        if data["image_size"] not in RENDER_IMAGE_SIZES:
-            problems.append(f"config.data.image_size = {data['image_size']} must be one of "
-                            f"{RENDER_IMAGE_SIZES} with the renderer (64x64 renders "
-                            "average-pooled by an integer factor)")
+                        "labelled-factor .npz / .h5 file, a TFDS shapes3d dir, '' for "
+                        "the 3D Shapes renderer or 'sprites' for the sprite world)")
+    if path in RENDERERS and data["image_size"] not in RENDER_IMAGE_SIZES:
+        problems.append(f"config.data.image_size = {data['image_size']} must be one of "
+                        f"{RENDER_IMAGE_SIZES} with the renderer (64x64 renders "
+                        "average-pooled by an integer factor)")
     if config["eval"]["grid_points"] and config["eval"]["grid_points"] < 16:
         problems.append("config.eval.grid_points must be 0 (every row) or >= 16")
     return problems
@@ -161,15 +199,14 @@ def make_head(config: dict) -> keras.layers.Layer:
     """The inner head of `config.method` (module docstring)."""
     method, eps, head = config["method"], config["eps"], config["head"]
     if method == "lasso":
-        return layers.LassoHead(eps, diff=head["diff"], tol=head["tol"],
-                                max_epochs=head["max_epochs"],
-                                unroll_epochs=head["unroll_epochs"])
+        return heads.build("lasso", eps=eps, diff=head["diff"], tol=head["tol"],
+                           max_epochs=head["max_epochs"], unroll_epochs=head["unroll_epochs"])
     if method == "ridge":
-        return layers.RidgeHead(eps)
+        return heads.build("ridge", eps=eps)
     if method == "none":
-        return layers.RidgeHead(lam=0.0)
+        return heads.build("ridge", lam=0.0)
     if method in ("outer_lasso", "outer_ridge"):
-        return layers.RidgeHead(head["inner_ridge_eps"])
+        return heads.build("ridge", eps=head["inner_ridge_eps"])
     raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
 
 
@@ -213,8 +250,8 @@ def image_source(data: dict) -> pipeline.ImageSource:
             return pipeline.image_source(factors_lib.load_factor_dataset(
                 path, images_key=data["images_key"] or None,
                 factors_key=data["factors_key"] or None))
-        return pipeline.image_source(path or "render")
-    except (factors_lib.FactorFileError, shapes3d.Shapes3DFileError) as error:
+        return pipeline.image_source(RENDERERS.get(path, path))
+    except DataFileError as error:
         keys = "".join(f", config.data.{key} = {data[key]!r}"
                        for key in ("images_key", "factors_key") if data[key])
         hint = ("" if keys else "\n  (name the members with config.data.images_key and "
@@ -223,16 +260,14 @@ def image_source(data: dict) -> pipeline.ImageSource:
                              f"read: {error}{hint}") from None
 
 
-def factor_names(source: pipeline.ImageSource) -> tuple[str, ...]:
-    """The K factor names of `source` (the 3D Shapes names unless a file names its own)."""
-    return tuple(getattr(source.data, "factor_names", latents_lib.FACTOR_NAMES))
+def factor_roles(data: dict, source: pipeline.ImageSource) -> roles_lib.Roles:
+    """The factor roles `config.data` declares (factors, categorical, periodic) on `source`.
 
-
-def source_image_shape(source: pipeline.ImageSource) -> tuple[int, int, int]:
-    """(H, W, C) of the source's images (64x64x3 for the renderer and 3D Shapes)."""
-    if isinstance(source.data, factors_lib.FactorDataset):
-        return tuple(source.data.image_shape)
-    return shapes3d.IMAGE_SHAPE
+    Raises:
+      roles.RolesError: declarations that do not fit the source's factors.
+    """
+    return source.roles(factors=tuple(data["factors"]), categorical=tuple(data["categorical"]),
+                        periodic=tuple(data["periodic"]))
 
 
 def model_image_shape(image_shape: tuple, image_size: int) -> tuple[int, int, int]:
@@ -243,9 +278,20 @@ def model_image_shape(image_shape: tuple, image_size: int) -> tuple[int, int, in
 
 
 def data_problems(config: dict, source: pipeline.ImageSource) -> list[str]:
-    """Checks of `config` against the loaded source: image size, K-dependent task fields."""
-    size, (height, width, _) = config["data"]["image_size"], source_image_shape(source)
-    problems = tasks_lib.schema_problems(config["tasks"], len(factor_names(source)))
+    """Checks of `config` against the loaded source: the factor roles, image size,
+    d-dependent task fields (d latent columns), enough rows to score (at least 16, and
+    m + 2 for R's regression on all m codes)."""
+    size, (height, width, _) = config["data"]["image_size"], source.image_shape
+    rows = len(source.factor_table)
+    try:
+        num_latents = factor_roles(config["data"], source).num_latents
+    except roles_lib.RolesError as error:
+        return [f"config.data.{problem}" for problem in error.problems]
+    problems = tasks_lib.schema_problems(config["tasks"], num_latents)
+    needed = max(16, (config["model"]["num_latents"] or num_latents) + 2)
+    if rows < needed:
+        problems.append(f"config.data.path = {config['data']['path']!r} holds {rows} rows; the "
+                        f"evaluation needs at least {needed} (16, and num_latents + 2 for R)")
     if size and (height % size or width % (height // size)):
         problems.append(f"config.data.image_size = {size} must divide the images' height "
                         f"{height} (average-pooling by {height} / image_size, which must "
@@ -298,21 +344,29 @@ class _Inputs:
         return _as_task_batch(batch), time.perf_counter() - start
 
 
-class _Experiment:
-    """The pieces of one run: data, model, trainer, evaluation."""
+class DisentangleRun:
+    """One run's pieces (a `sdis_tf.train.harness.Run`): data, encoder, trainer, evaluation.
+
+    `source` is the opened data (`prepare`); None opens `config.data` here.
+    """
 
     def __init__(self, config: dict, strategy: tf.distribute.Strategy,
                  source: pipeline.ImageSource | None = None):
         self.config = config
         data, seed = config["data"], config["seed"]
         source = source if source is not None else image_source(data)
-        self.source, self.factor_names = source, factor_names(source)
+        self.name = f"{config['method']} eps={config['eps']:g}"
+        self.total_steps, self.initial_step = config["train"]["steps"], 0
+        self.eval_every_steps = config["eval"]["every_steps"]
+        self.checkpoint_every_steps = config["checkpoint_every_steps"]
+        self.source, self.roles = source, factor_roles(data, source)
+        self.factor_names = self.roles.task_names
         self.factor_table = source.factor_table
-        self.latents = source.default_latents(data["alpha"])
+        self.latents = source.default_latents(data["alpha"], self.roles)
         keras.utils.set_random_seed(seed)
         size = data["image_size"]
-        shape = model_image_shape(source_image_shape(source), size)
-        num_latents = config["model"]["num_latents"] or len(self.factor_names)
+        shape = model_image_shape(source.image_shape, size)
+        num_latents = config["model"]["num_latents"] or self.roles.num_latents
         with strategy.scope():
             self.encoder = Conv4Encoder(**{**config["model"], "num_latents": num_latents})
             self.encoder(tf.zeros((1,) + shape), training=False)
@@ -328,7 +382,9 @@ class _Experiment:
             num_query=data["num_query"], start_step=start))
         self._encode = tf.function(lambda x: self.encoder(downsample(x, size), training=False),
                                    reduce_retracing=True)
-        self._eval_loss = tf.function(self._eval_loss_fn)
+        self.trackables = {"model": self.encoder, "optimizer": self.optimizer}
+        self._eval_loss = tf.function(functools.partial(bilevel.validation_loss, self.encoder,
+                                                        self.head))
         ev = config["eval"]
         eval_batch = next(iter(task_batches(
             config, self.source, self.latents, seed=seed + _EVAL_SEED_OFFSET,
@@ -336,10 +392,11 @@ class _Experiment:
         self.eval_tasks = _as_task_batch(eval_batch)
         train_indices = latents_lib.make_sampler(self.latents, distribution_name(data)).sample(
             [ev["train_points"]], tf.constant([seed, 0xE7A1], tf.int64)).numpy()
+        sweeps = disentangle_eval.sweep_rows(self.factor_table)
         self.evaluator = disentangle_eval.Evaluator(
             self.encode, self.latents,
             disentangle_eval.grid_points(ev["grid_points"], seed, len(self.factor_table)),
-            train_indices, disentangle_eval.sweep_rows(self.factor_table), ica=ev["ica"],
+            train_indices, [sweeps[k] for k in self.roles.task_columns], ica=ev["ica"],
             seed=seed)
 
     def train_step(self, step: int) -> dict:
@@ -357,19 +414,14 @@ class _Experiment:
             codes.append(self._encode(images).numpy())
         return np.concatenate(codes).astype(np.float64)
 
-    def _eval_loss_fn(self, batch):
-        encode = lambda x: self.encoder(x, training=False)  # noqa: E731
-        f_s, f_q = bilevel.encode_tasks(encode, batch)
-        losses, _ = bilevel.task_losses(self.head, f_s, batch.y_support, f_q, batch.y_query)
-        return tf.reduce_mean(losses)
-
     def sweep_figure(self, sweeps: list[np.ndarray], mcc: float) -> np.ndarray:
         """The sweep image (disentangle_eval.sweep_figure) of codes `sweeps`, titled."""
         values = [self.factor_table[rows, k]
-                  for k, rows in enumerate(self.evaluator.sweep_indices)]
+                  for k, rows in zip(self.roles.task_columns, self.evaluator.sweep_indices)]
         title = f"{self.config['method']} eps={self.config['eps']:g}: grid MCC {mcc:.3f}"
         return disentangle_eval.sweep_figure(sweeps, values, self.factor_names,
-                                             self.evaluator.matching, title)
+                                             self.evaluator.matching, title,
+                                             latent_names=self.roles.latent_names)
 
     def evaluate(self):
         scalars = self.evaluator()
@@ -381,63 +433,67 @@ class _Experiment:
         return scalars, images
 
 
+    def finish(self, final: dict, rundir) -> dict:
+        """The result: the final record, the task factors' names (one sweep each), every
+        factor's role, the latent columns' names and the sweep codes; the sweep figure in
+        workdir/sweeps.png."""
+        sweeps = self.evaluator.sweeps()
+        if rundir.chief:
+            save_figure(self.sweep_figure(sweeps, final["eval/mcc"]), rundir.path("sweeps.png"))
+        return {"method": self.config["method"], "eps": self.config["eps"], **final,
+                "factor_names": list(self.factor_names), "factor_roles": self.roles.as_dict(),
+                "latent_names": list(self.roles.latent_names),
+                "num_rows": len(self.factor_table), "sweeps": [s.tolist() for s in sweeps]}
+
+
 def format_summary(result: dict) -> str:
-    """One line: method, eps, grid MCC / R / DCI, training-distribution MCC, ICA MCC, time."""
+    """One line: method, eps, grid MCC / R / DCI, training-distribution MCC, ICA MCC, time;
+    a second line: each task factor's grid MCC term and R (and class_acc if categorical)."""
     text = (f"{result['method']} eps={result['eps']:g} step={result['step']}: "
             f"MCC={result['eval/mcc']:.3f} R={result['eval/r']:.3f} "
             f"DCI-D={result['eval/dci_d']:.3f} DCI-C={result['eval/dci_c']:.3f} "
             f"MCC_train={result['eval/mcc_train']:.3f} val_loss={result['eval/loss']:.4f}")
     if "eval/ica_mcc" in result:
         text += f" ICA-MCC={result['eval/ica_mcc']:.3f}"
-    return text + f" time={result['elapsed']:.0f}s"
+    text += f" time={result['elapsed']:.0f}s"
+    factors = [f for f in result.get("factor_names", ()) if f"eval/mcc/{f}" in result]
+    if factors:
+        parts = []
+        for name in factors:
+            part = f"{name} {result[f'eval/mcc/{name}']:.3f}/{result[f'eval/r/{name}']:.3f}"
+            if f"eval/class_acc/{name}" in result:
+                part += f" class_acc {result[f'eval/class_acc/{name}']:.3f}"
+            parts.append(part)
+        text += "\n  per factor (grid MCC term / R): " + ", ".join(parts)
+    return text
 
 
-def run(config, workdir: str) -> str:
-    """Trains and evaluates `config.method` in `workdir`; returns a one-line summary.
+def prepare(config: dict) -> pipeline.ImageSource:
+    """Opens the data source and checks the config against it (`data_problems`), before
+    anything is written.
 
-    The data source is opened and checked against the config (`data_problems`)
-    before anything is written: a config error leaves `workdir` untouched.
+    Raises:
+      ConfigError: the source cannot be read or does not fit the config.
     """
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     source = image_source(config["data"])
     problems = data_problems(config, source)
     if problems:
         raise cs.ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    strategy, chief, rundir = open_run(config, workdir)
-    stored = rundir.result()
-    if stored is not None:
-        logging.info("finished run found in %s: not redone", workdir)
-        return format_summary(stored)
-    experiment = _Experiment(config, strategy, source)
+    return source
+
+
+def build(config: dict, source: pipeline.ImageSource,
+          strategy: tf.distribute.Strategy) -> DisentangleRun:
+    """The run of `config` on the opened `source`."""
+    built = DisentangleRun(config, strategy, source)
     logging.info("data %s: %d rows, K = %d factors %s, images %s, encoder input %s",
-                 config["data"]["path"] or "renderer", len(experiment.factor_table),
-                 len(experiment.factor_names), experiment.factor_names,
-                 source_image_shape(source),
-                 model_image_shape(source_image_shape(source), config["data"]["image_size"]))
-    checkpointer = Checkpointer(
-        os.path.join(workdir, CHECKPOINTS), chief=chief, worker=distribute.worker_id(strategy),
-        model=experiment.encoder, optimizer=experiment.optimizer)
-    final = loop.fit(
-        train_step=experiment.train_step, evaluate=experiment.evaluate,
-        checkpointer=checkpointer, rundir=rundir, total_steps=config["train"]["steps"],
-        eval_every_steps=config["eval"]["every_steps"],
-        checkpoint_every_steps=config["checkpoint_every_steps"],
-        log_every_seconds=config["log_every_seconds"], name=config["method"])
-    sweeps = experiment.evaluator.sweeps()
-    result = {"method": config["method"], "eps": config["eps"], **final,
-              "factor_names": list(experiment.factor_names),
-              "num_rows": len(experiment.factor_table),
-              "sweeps": [s.tolist() for s in sweeps]}
-    if chief:
-        atomic_write_png(os.path.join(workdir, "sweeps.png"),
-                         experiment.sweep_figure(sweeps, final["eval/mcc"]))
-    rundir.write_result(result)
-    rundir.close()
-    return format_summary(result)
+                 config["data"]["path"] or "renderer", len(built.factor_table),
+                 len(source.factor_names), source.factor_names, source.image_shape,
+                 model_image_shape(source.image_shape, config["data"]["image_size"]))
+    logging.info("factor roles (config.data.factors, .categorical, .periodic): %s",
+                 built.roles.describe())
+    return built
 
 
-def atomic_write_png(path: str, image: np.ndarray) -> None:
-    """Writes an RGB uint8 image [H, W, 3] as PNG, atomically."""
-    tmp = path + ".tmp"
-    tf.io.write_file(tmp, tf.io.encode_png(image))
-    os.replace(tmp, path)
+EXPERIMENT = harness.Experiment(SCHEMA, CONSTRAINTS, prepare, build, format_summary,
+                                report=disentangle_figures.report)

@@ -11,12 +11,28 @@ run's seed):
 - the training distribution (`train`): `train_points` i.i.d. draws from
   p_{alpha,rho}, the correlated distribution the tasks use.
 
-For each set the codes f(x) (inference mode: moving batch-norm statistics) are
-compared with the jittered, standardised latents z [N, K] of the same rows:
-`mcc` (Pearson + Hungarian), `r` (mean multiple correlation) and the DCI
-`dci_d`, `dci_c` (sdis_tf.metrics). The '+ ICA' baseline fits linear ICA
-(sdis_tf.ica, seeded FastICA) on the training-distribution codes and scores
-the unmixed grid codes: `ica_mcc`, `ica_r`, `ica_dci_d`, `ica_dci_c`.
+For each set the codes f(x) [N, m] (inference mode: moving batch-norm
+statistics) are compared with the latents z [N, d] of the same rows (the task
+factors' latent columns, `latents.TaskLatents`; d = K when every factor is a
+continuous task factor): `mcc` (Pearson + Hungarian), `r` (mean multiple
+correlation) and the DCI `dci_d`, `dci_c` over the d columns (sdis_tf.metrics),
+and per task factor f (`scores`), with J_f its latent columns:
+
+    mcc/<f>        mean over J_f of the MCC's terms |corr(z_i, code matched to i)|
+    r/<f>          sqrt(mean over J_f of R^2_i), R^2_i of z_i regressed on all codes
+                   (a periodic factor: R of its (cos, sin) pair, its angle score)
+    dci_d/<f>      mean over J_f of D_j of the code j matched to column i
+    dci_c/<f>      mean over J_f of the completeness C_i
+                   (columns left unmatched when m < d have no MCC term nor D)
+    class_acc/<f>  categorical factors only: its classes' linear decodability
+                   (chance-corrected LDA accuracy from all codes, `metrics.class_decodability`)
+
+For a continuous factor these are the terms whose means are mcc, r, dci_c (and
+dci_d when m = d). The '+ ICA' baseline fits linear ICA (sdis_tf.ica, seeded
+FastICA) on the training-distribution codes and scores the unmixed grid codes:
+`ica_mcc`, `ica_r`, `ica_dci_d`, `ica_dci_c` and their per-factor terms
+(`ica_mcc/<f>`, ...); the training-distribution ones are `mcc_train`,
+`mcc_train/<f>`, .... Nuisance factors are in none of them.
 
 Single-factor sweeps (paper Figs. 11-14): from a reference row, for each
 factor k the rows that differ from it in factor k only, one per value of k,
@@ -36,24 +52,67 @@ import tensorflow as tf
 
 from sdis_tf import ica as ica_lib
 from sdis_tf import metrics
+from sdis_tf.data import latents as latents_lib
+from sdis_tf.data import roles as roles_lib
 
 Encode = Callable[[np.ndarray], np.ndarray]
 """encode(row indices [N]) -> codes [N, m] (float64, inference mode)."""
 
 
-def scores(z: np.ndarray, codes: np.ndarray, prefix: str = "", suffix: str = "") -> dict:
-    """{mcc, r, dci_d, dci_c} (with `prefix`/`suffix` on the names) of codes against z.
+SCORES = ("mcc", "r", "dci_d", "dci_c")
+"""The scores of every point set, over all latent columns and per task factor."""
 
-    Degenerate codes (a constant or non-finite column, e.g. dead units early
-    in training) give NaN scores instead of an exception.
+
+def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
+           classes: dict[str, np.ndarray] | None = None, prefix: str = "", suffix: str = "",
+           return_matching: bool = False):
+    """Scores of codes `[N, m]` against latents z `[N, d]` (module docstring).
+
+    Keys `<prefix><score><suffix>` for score in SCORES (over the d columns, as
+    `metrics.mcc`, `metrics.multiple_correlation`, `metrics.dci`), then
+    `<prefix><score><suffix>/<factor>` for every task factor of `roles` and
+    `<prefix>class_acc<suffix>/<factor>` for its categorical ones, whose class
+    values `[N]` `classes` holds by name. Degenerate codes (a constant or
+    non-finite column, e.g. dead units early in training) give NaN scores instead
+    of an exception; so does DCI with d or m < 2.
+
+    Returns:
+      the dict; with `return_matching`, also (permutation [d], signs [d]) of the MCC
+      matching (None for degenerate codes).
     """
-    names = [f"{prefix}{name}{suffix}" for name in ("mcc", "r", "dci_d", "dci_c")]
+    # Per latent column: MCC term, R^2, D of the matched code, C; NaN where undefined.
+    matched = r2 = disentanglement = completeness = np.full(z.shape[1], np.nan)
+    per_code, matching = np.full(codes.shape[1], np.nan), None
     try:
-        values = [metrics.mcc(z, codes), metrics.multiple_correlation(z, codes),
-                  *metrics.dci(z, codes)]
-    except ValueError:
-        values = [float("nan")] * 4
-    return dict(zip(names, (float(v) for v in values)))
+        matched, permutation, signs = metrics.matched_correlations(z, codes)
+        r2 = metrics.coefficients_of_determination(z, codes)
+        matching = (permutation, signs)
+        per_code, completeness = metrics.dci_terms(z, codes)          # needs d, m >= 2
+        disentanglement = np.where(permutation >= 0, per_code[permutation], np.nan)
+    except ValueError:  # degenerate codes (every score NaN), or DCI with d or m < 2
+        if matching is None:
+            matched = r2
+    overall = [_mean(matched), np.mean(np.sqrt(r2)), np.mean(per_code), np.mean(completeness)]
+    result = {f"{prefix}{name}{suffix}": float(v) for name, v in zip(SCORES, overall)}
+    for j, role in enumerate(roles.task):
+        group = roles.latent_factor == j
+        per_factor = [_mean(matched[group]), float(np.sqrt(np.mean(r2[group]))),
+                      _mean(disentanglement[group]), _mean(completeness[group])]
+        result.update({f"{prefix}{name}{suffix}/{role.name}": value
+                       for name, value in zip(SCORES, per_factor)})
+        if role.kind == "categorical":
+            try:
+                value = metrics.class_decodability(classes[role.name], codes)
+            except ValueError:
+                value = float("nan")
+            result[f"{prefix}class_acc{suffix}/{role.name}"] = value
+    return (result, matching) if return_matching else result
+
+
+def _mean(values: np.ndarray) -> float:
+    """Mean of the finite values (NaN if none)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def grid_points(num_points: int, seed: int, num_rows: int) -> np.ndarray:
@@ -87,15 +146,8 @@ def sweep_rows(factor_table: np.ndarray) -> list[np.ndarray]:
     num_rows, num_factors = levels.shape
     others_keys, coverage = [], np.zeros(num_rows, np.int64)
     for k in range(num_factors):
-        others, other_sizes = np.delete(levels, k, axis=1), np.delete(sizes, k)
         # One id per combination of the other factors' levels.
-        if np.prod(other_sizes.astype(np.float64)) < 2.0 ** 62:
-            flat = np.ravel_multi_index(others.T, other_sizes) if len(other_sizes) else \
-                np.zeros(num_rows, np.int64)
-            _, key = np.unique(flat, return_inverse=True)
-        else:
-            _, key = np.unique(others, axis=0, return_inverse=True)
-        key = key.reshape(-1)
+        key = latents_lib.combination_ids(np.delete(levels, k, axis=1), np.delete(sizes, k))
         # Distinct values of factor k per combination = the sweep length through any row.
         pairs = np.sort(key * sizes[k] + levels[:, k])
         pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]]
@@ -117,10 +169,10 @@ class Evaluator:
 
     Args:
       encode: row indices [N] -> codes [N, m].
-      latents: the run's `latents.Latents` (z [rows, K] of every row).
+      latents: the run's `latents.TaskLatents` (z [rows, d] of every row, the roles).
       grid_indices: the rows to score on.
       train_indices: draws from the training distribution (also fit the ICA).
-      sweeps: row indices of each factor's sweep (`sweep_rows`).
+      sweeps: row indices of each task factor's sweep (`sweep_rows`).
       ica: also compute the ICA scores.
       seed: seed of the ICA fit.
     """
@@ -131,24 +183,26 @@ class Evaluator:
         self.encode, self.latents, self.ica, self.seed = encode, latents, ica, seed
         self.grid_indices, self.train_indices = grid_indices, train_indices
         self.sweep_indices = list(sweeps)
-        self.matching = None  # (permutation [K], signs [K]) of the last grid MCC
+        self.matching = None  # (permutation [d], signs [d]) of the last grid MCC
 
     def __call__(self) -> dict:
-        """All scalar scores: mcc, r, dci_d, dci_c, *_train, ica_* (see the module docstring)."""
-        z_grid = self.latents.z[self.grid_indices]
-        codes_grid = self.encode(self.grid_indices)
-        result = scores(z_grid, codes_grid)
-        if np.isfinite(result["mcc"]):
-            _, permutation, signs = metrics.mcc(z_grid, codes_grid, return_matching=True)
-            self.matching = (permutation, signs)
+        """All scalar scores: mcc, r, dci_d, dci_c, *_train, ica_* and their per-factor
+        terms (see the module docstring)."""
+        roles, grid = self.latents.roles, self.grid_indices
+        z_grid, classes_grid = self.latents.z[grid], self.latents.classes(grid)
+        codes_grid = self.encode(grid)
+        result, matching = scores(z_grid, codes_grid, roles, classes_grid,
+                                  return_matching=True)
+        self.matching = matching if matching is not None else self.matching
         codes_train = self.encode(self.train_indices)
-        result.update(scores(self.latents.z[self.train_indices], codes_train, suffix="_train"))
+        result.update(scores(self.latents.z[self.train_indices], codes_train, roles,
+                             self.latents.classes(self.train_indices), suffix="_train"))
         if self.ica:
             try:
                 unmixed = ica_lib.fit_ica(codes_train, seed=self.seed).transform(codes_grid)
             except ValueError:  # constant codes cannot be whitened
                 unmixed = np.full_like(codes_grid, np.nan)
-            result.update(scores(z_grid, unmixed, prefix="ica_"))
+            result.update(scores(z_grid, unmixed, roles, classes_grid, prefix="ica_"))
         return result
 
     def sweeps(self) -> list[np.ndarray]:
@@ -157,14 +211,17 @@ class Evaluator:
 
 
 def sweep_figure(sweeps: list[np.ndarray], values: Sequence[np.ndarray],
-                 factor_names: Sequence[str], matching=None, title: str = "") -> np.ndarray:
+                 factor_names: Sequence[str], matching=None, title: str = "",
+                 latent_names: Sequence[str] | None = None) -> np.ndarray:
     """RGB image [H, W, 3] uint8: one panel per factor k, every code's response to its sweep.
 
     `sweeps[k]` [n_k, m] are the codes along factor k's sweep, `values[k]` [n_k]
     that factor's values there. With `matching` = (permutation, signs) from the
-    grid MCC, code j is drawn as signs[i] * code[permutation[i]] and labelled
-    after factor i, so a disentangled encoder shows one moving line per panel,
-    the panel's own.
+    grid MCC over the latent columns (named `latent_names`, default
+    `factor_names`), the code matched to latent column i is drawn as
+    signs[i] * code[permutation[i]] and labelled after column i, so a
+    disentangled encoder shows in each panel only the lines of that factor's
+    columns moving (one for a continuous factor, cos and sin for a periodic one).
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -180,7 +237,8 @@ def sweep_figure(sweeps: list[np.ndarray], values: Sequence[np.ndarray],
         order = np.array(matched + rest)
         signs = np.concatenate([np.where(matched_signs[permutation >= 0] < 0, -1.0, 1.0),
                                 np.ones(len(rest))])
-        names = [factor_names[i] for i in range(len(permutation)) if permutation[i] >= 0]
+        latent_names = factor_names if latent_names is None else latent_names
+        names = [latent_names[i] for i in range(len(permutation)) if permutation[i] >= 0]
         labels = [f"~{name}" for name in names] + [f"code {j}" for j in rest]
     fig, axes = plt.subplots(1, len(sweeps), figsize=(2.6 * len(sweeps), 2.6), sharey=True,
                              squeeze=False)

@@ -1,12 +1,19 @@
 """Aggregates finished disentangle runs into the paper's tables and figures (Figs. 4, 6, 8-10, 15).
 
+    python -m sdis_tf.sweep --config=configs/disentangle.py:cpu64 --sweep=fig4 --workdir=runs/fig4
     python -m sdis_tf.experiments.disentangle_figures runs/fig4 --out=runs/fig4/figures
+
+The figures' sweeps are named in configs/disentangle.py (`get_sweep`: fig4,
+fig4_rho, fig8, fig9, fig10); `python -m sdis_tf.sweep ... --dry_run` prints
+their commands.
 
 Every folder below the root that holds a finished run (result.json +
 config.json of experiment "disentangle") is one row: its method, eps, setting
-(correlation, rho, alpha, task weight kind, block size) and seed, and the
-final scores. A run with ICA scores also yields a "<method>+ica" row (e.g.
-inner-Ridge + ICA from a `ridge` run).
+(correlation, rho, alpha, task weight kind, block size, factor roles other
+than continuous task factors) and seed, the final scores and each task
+factor's scores (eval/<score>/<factor>, with its role; `mcc_continuous` is the
+mean of the continuous factors' MCC terms). A run with ICA scores also yields a
+"<method>+ica" row (e.g. inner-Ridge + ICA from a `ridge` run).
 
 Two model-selection rules, side by side, pick one eps per (method, setting,
 seed), then average over seeds (mean and standard deviation):
@@ -15,15 +22,10 @@ seed), then average over seeds (mean and standard deviation):
 - "val_loss": the eps with the lowest validation outer loss (eval/loss,
   held-out query samples of held-out tasks). It never looks at the factors;
   it favours small penalties, since the penalty biases the predictions.
-Outputs: summary.md (tables, each saying which rule it uses), mcc_vs_eps.png
+Outputs: summary.md (tables, each saying which rule it uses; per-factor tables
+for runs that have per-factor scores), mcc_vs_eps.png
 (MCC and R against eps per setting, mean over seeds), best_vs_setting.png
 (best MCC and DCI against rho / alpha, both rules).
-
-The sweeps behind each figure (`SWEEPS`) print as one main.py command per run:
-
-    python -m sdis_tf.experiments.disentangle_figures --commands=fig4 runs/fig4 > fig4.sh
-    python -m sdis_tf.experiments.disentangle_figures --commands=fig4 \
-        --data.path=dsprites.npz runs/dsprites_fig4 > fig4_dsprites.sh
 """
 
 from __future__ import annotations
@@ -32,54 +34,32 @@ import argparse
 import collections
 import json
 import os
-import shlex
 
 import numpy as np
 
-from sdis_tf.train.rundir import save_figure
+from sdis_tf.train.rundir import atomic_write, save_figure
 
 SCORES = ("mcc", "r", "dci_d", "dci_c")
+FACTOR_SCORES = SCORES + ("class_acc",)
+"""Per task factor (class_acc: categorical factors only)."""
 RULES = ("oracle", "val_loss")
-EPS_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
-SEEDS = (0, 1, 2)
-# figure -> (methods, list of settings as {config override: value}); eps over EPS_GRID, SEEDS.
-SWEEPS = {
-    "fig4": (("lasso", "ridge"),
-             [{"data.rho": rho} for rho in (0.0, 0.5, 0.9, 0.99)]
-             + [{"data.alpha": alpha} for alpha in (0.0, 0.5)]),
-    "fig8": (("lasso", "ridge"),
-             [{"tasks.kind": "block", "tasks.block_size": b} for b in (2, 3, 6)]),
-    "fig9": (("lasso", "ridge"), [{"tasks.kind": "laplace"}]),
-    "fig10": (("outer_lasso", "outer_ridge"), [{}]),
-}
 
 
-def sweep_commands(figure: str, root: str, config: str = "configs/disentangle.py",
-                   data: dict | None = None) -> list[str]:
-    """One `python main.py ...` command per run of `figure`'s sweep, workdirs under `root`.
+def _factor_scores(result: dict, prefix: str) -> dict:
+    """{factor: {score: value}} of a result's eval/<prefix><score>/<factor> keys, the
+    factors in the run's order (`factor_names`)."""
+    scores = {name: {} for name in result.get("factor_names", ())}
+    for score in FACTOR_SCORES:
+        head = f"eval/{prefix}{score}/"
+        for key, value in result.items():
+            if key.startswith(head):
+                scores.setdefault(key[len(head):], {})[score] = float(value)
+    return {name: values for name, values in scores.items() if values}
 
-    Fig. 4 / 6 / 15 share the fig4 runs (+ ICA from the ridge runs); Fig. 10 = fig10.
-    `data` ({"path": FILE, "images_key": ..., ...}) adds --config.data.<key>=<value>
-    to every command (a labelled-factor file instead of the renderer); empty values
-    are left out.
-    """
-    if figure not in SWEEPS:
-        raise ValueError(f"figure must be one of {sorted(SWEEPS)}. Received: {figure!r}")
-    methods, settings = SWEEPS[figure]
-    data_flags = "".join(f" --config.data.{key}={shlex.quote(str(value))}"
-                         for key, value in (data or {}).items() if value != "")
-    commands = []
-    for setting in settings:
-        name = "_".join(f"{k.split('.')[-1]}{v}" for k, v in setting.items()) or "default"
-        for method in methods:
-            for eps in EPS_GRID:
-                for seed in SEEDS:
-                    overrides = {"method": method, "eps": eps, "seed": seed, **setting}
-                    flags = " ".join(f"--config.{k}={v}" for k, v in overrides.items())
-                    workdir = os.path.join(root, name, method, f"eps{eps:g}", f"seed{seed}")
-                    commands.append(f"python main.py --config={config} {flags}{data_flags} "
-                                    f"--workdir={shlex.quote(workdir)}")
-    return commands
+
+def _roles_text(roles: dict) -> str:
+    """The roles other than 'continuous', as 'shape:categorical orientation:periodic:1:1'."""
+    return " ".join(f"{name}:{role}" for name, role in roles.items() if role != "continuous")
 
 
 def collect(root: str) -> list[dict]:
@@ -95,19 +75,29 @@ def collect(root: str) -> list[dict]:
         with open(os.path.join(folder, "result.json")) as f:
             result = json.load(f)
         data, tasks = config["data"], config["tasks"]
+        roles = result.get("factor_roles", {})
         base = {"method": config["method"], "eps": config["eps"], "seed": config["seed"],
                 "setting": (data["correlation"], data["rho"], data["alpha"], tasks["kind"],
-                            tasks["block_size"]),
-                "loss": float(result["eval/loss"]), "path": folder}
-        rows.append({**base, **{s: float(result[f"eval/{s}"]) for s in SCORES}})
-        if "eval/ica_mcc" in result:
-            rows.append({**base, "method": base["method"] + "+ica",
-                         **{s: float(result[f"eval/ica_{s}"]) for s in SCORES}})
+                            tasks["block_size"], _roles_text(roles)),
+                "roles": roles, "loss": float(result["eval/loss"]), "path": folder}
+        for method, prefix in ((base["method"], ""), (base["method"] + "+ica", "ica_")):
+            if f"eval/{prefix}mcc" not in result:
+                continue
+            factors = _factor_scores(result, prefix)
+            continuous = [v["mcc"] for name, v in factors.items()
+                          if roles.get(name, "continuous") == "continuous" and "mcc" in v]
+            rows.append({**base, "method": method,
+                         **{s: float(result[f"eval/{prefix}{s}"]) for s in SCORES},
+                         "factors": factors,
+                         "mcc_continuous": float(np.mean(continuous)) if continuous
+                         else float("nan")})
     return sorted(rows, key=lambda r: (r["setting"], r["method"], r["eps"], r["seed"]))
 
 
 def select(rows: list[dict], rule: str) -> dict:
-    """{(method, setting): {score: (mean, std, n_seeds), "eps": [chosen eps per seed]}}."""
+    """{(method, setting): {score: (mean, std, n_seeds), "eps": [chosen eps per seed],
+    "mcc_continuous": (mean, std, n_seeds), "factors": {factor: {score: (mean, std,
+    n_seeds)}}, "roles": {factor: role}}} (NaN scores left out of the per-factor means)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}. Received: {rule!r}")
     by_seed = collections.defaultdict(list)
@@ -124,14 +114,51 @@ def select(rows: list[dict], rule: str) -> dict:
         entry = {s: (float(np.mean([b[s] for b in best])), float(np.std([b[s] for b in best])),
                      len(best)) for s in SCORES}
         entry["eps"] = [b["eps"] for b in best]
+        entry["mcc_continuous"] = _mean_std([b["mcc_continuous"] for b in best])
+        names = dict.fromkeys(name for b in best for name in b["factors"])
+        entry["factors"] = {name: {score: _mean_std([b["factors"].get(name, {}).get(score)
+                                                     for b in best])
+                                   for score in FACTOR_SCORES} for name in names}
+        entry["roles"] = best[0]["roles"]
         summary[key] = entry
     return summary
 
 
+def _mean_std(values: list) -> tuple[float, float, int]:
+    """(mean, std, count) of the finite values (NaN, NaN, 0 without any)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(finite)), float(np.std(finite)), len(finite)
+
+
 def _setting_text(setting) -> str:
-    correlation, rho, alpha, kind, block = setting
+    correlation, rho, alpha, kind, block, roles = setting
     text = f"{correlation} rho={rho:g} alpha={alpha:g} w={kind}"
-    return text + (f" block={block}" if kind == "block" else "")
+    return text + (f" block={block}" if kind == "block" else "") + (f" {roles}" if roles else "")
+
+
+def _cell(statistics: tuple) -> str:
+    """'mean ± std' of (mean, std, count), '' when count is 0."""
+    mean, std, count = statistics
+    return f"{mean:.3f} ± {std:.3f}" if count else ""
+
+
+def _factor_lines(summary: dict) -> list[str]:
+    """The per-factor table of `select`'s summary (empty if no run has per-factor scores)."""
+    lines = ["| setting | method | factor | role | seeds | MCC term | R | DCI-D | DCI-C | "
+             "class acc |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (method, setting), entry in sorted(summary.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        text = f"| {_setting_text(setting)} | {method}"
+        for name, scores in entry["factors"].items():
+            lines.append(f"{text} | {name} | {entry['roles'].get(name, 'continuous')} | "
+                         f"{scores['mcc'][2]} | "
+                         + " | ".join(_cell(scores[s]) for s in FACTOR_SCORES) + " |")
+        if entry["factors"] and entry["mcc_continuous"][2]:
+            lines.append(f"{text} | mean of the continuous factors | | "
+                         f"{entry['mcc_continuous'][2]} | {_cell(entry['mcc_continuous'])} "
+                         "| | | | |")
+    return lines if len(lines) > 2 else []
 
 
 def summary_markdown(rows: list[dict]) -> str:
@@ -153,11 +180,18 @@ def summary_markdown(rows: list[dict]) -> str:
         lines += ["", f"## Best eps per seed, rule {title}", "",
                   "| setting | method | seeds | chosen eps | MCC | R | DCI-D | DCI-C |",
                   "|---|---|---|---|---|---|---|---|"]
-        for (method, setting), entry in sorted(select(rows, rule).items(),
+        summary = select(rows, rule)
+        for (method, setting), entry in sorted(summary.items(),
                                                key=lambda kv: (kv[0][1], kv[0][0])):
             scores = " | ".join(f"{entry[s][0]:.3f} ± {entry[s][1]:.3f}" for s in SCORES)
             lines.append(f"| {_setting_text(setting)} | {method} | {entry['mcc'][2]} | "
                          f"{', '.join(f'{e:g}' for e in entry['eps'])} | {scores} |")
+        factor_lines = _factor_lines(summary)
+        if factor_lines:
+            lines += ["", f"### Per task factor, rule {rule} (the eps chosen above; MCC term: "
+                      "the factor's matched correlation, mean over its latent columns; "
+                      "class acc: chance-corrected LDA accuracy, categorical factors)", ""]
+            lines += factor_lines
     return "\n".join(lines) + "\n"
 
 
@@ -219,32 +253,31 @@ def plot(rows: list[dict], out: str) -> list[str]:
     return paths
 
 
+def report(root: str, out: str | None = None) -> str:
+    """Writes summary.md, mcc_vs_eps.png and best_vs_setting.png of the runs below `root`
+    into `out` (default ROOT/figures); returns their paths, one per line.
+
+    Raises:
+      FileNotFoundError: no finished disentangle run below `root`.
+    """
+    rows = collect(root)
+    if not rows:
+        raise FileNotFoundError(f"no finished disentangle runs below {root}")
+    out = out or os.path.join(root, "figures")
+    summary = os.path.join(out, "summary.md")
+    atomic_write(summary, summary_markdown(rows))
+    return "\n".join(plot(rows, out) + [summary])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="folder holding the run directories")
+    parser.add_argument("root", help="folder holding the run directories (e.g. a sweep's)")
     parser.add_argument("--out", default=None, help="output folder (default: ROOT/figures)")
-    parser.add_argument("--commands", choices=sorted(SWEEPS), default=None,
-                        help="print the run commands of this figure's sweep instead")
-    parser.add_argument("--config", default="configs/disentangle.py",
-                        help="config (with preset) used by --commands")
-    for key in ("path", "images_key", "factors_key", "image_size"):
-        parser.add_argument(f"--data.{key}", dest=key, default="",
-                            help=f"--commands: set config.data.{key} in every command")
     args = parser.parse_args(argv)
-    if args.commands:
-        data = {key: getattr(args, key) for key in ("path", "images_key", "factors_key",
-                                                    "image_size")}
-        print("\n".join(sweep_commands(args.commands, args.root, args.config, data)))
-        return
-    rows = collect(args.root)
-    if not rows:
-        raise SystemExit(f"no finished disentangle runs below {args.root}")
-    out = args.out or os.path.join(args.root, "figures")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(summary_markdown(rows))
-    for path in plot(rows, out) + [os.path.join(out, "summary.md")]:
-        print(path)
+    try:
+        print(report(args.root, args.out))
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def rescore(rundir: str, grid_points: int = 0, train_points: int | None = None) 
     if config.get("experiment") != "disentangle":
         raise ValueError(f"{config_path}: experiment is {config.get('experiment')!r}, "
                          "not 'disentangle'")
+    for role in ("factors", "categorical", "periodic"):  # runs from before factor roles
+        config["data"].setdefault(role, [])
     config["eval"]["grid_points"] = grid_points
     if train_points is not None:
         config["eval"]["train_points"] = train_points
@@ -55,7 +57,7 @@ def rescore(rundir: str, grid_points: int = 0, train_points: int | None = None) 
     checkpoints = os.path.join(rundir, CHECKPOINTS)
     if tf.train.latest_checkpoint(checkpoints) is None:
         raise FileNotFoundError(f"{rundir}: no checkpoint in {checkpoints}")
-    experiment = disentangle._Experiment(config, tf.distribute.get_strategy())
+    experiment = disentangle.DisentangleRun(config, tf.distribute.get_strategy())
     step = Checkpointer(checkpoints, model=experiment.encoder,
                         optimizer=experiment.optimizer).restore()
     start = time.monotonic()

@@ -1,11 +1,10 @@
 r"""Sparse meta-learning (paper Section 5.2, Fig. 5): few-shot classification with episode heads.
 
-One run per head, each a full run directory `workdir/<run>/`:
-- "sparse_svm": `layers.SparseSVMHead(eps)`, the group-Lasso multiclass SVM
-  (lam1 = eps * lambda_max); one run per value of `heads.sparse_svm.eps`
-  (`sparse_svm_eps<eps>`), the lam1 grid of Fig. 5; with `heads.sparse_svm.refit`
-  the group Lasso only selects the features and the dense SVM is fitted on them
-  (`sparse_svm_eps<eps>_refit`);
+One run trains one head, `config.method`:
+- "sparse_svm": `heads.SparseSVMHead(eps)`, the group-Lasso multiclass SVM
+  (lam1 = eps * lambda_max, eps = `heads.sparse_svm.eps`; the lam1 grid of Fig. 5
+  is a sweep); with `heads.sparse_svm.refit` the group Lasso only selects the
+  features and the dense SVM is fitted on them;
 - "dense_svm": the same head with lam1 = 0 (MetaOptNet-SVM's Crammer-Singer
   SVM, with a ridge term lam2);
 - "ridge": ridge regression onto one-hot labels (MetaOptNet-RR / R2D2);
@@ -23,18 +22,19 @@ mean accuracy +- 1.96 std / sqrt(N) over episodes (MetaOptNet's test script
 divided by sqrt(i+1)), the mean fraction of features an episode's head uses,
 and each feature's usage (the fraction of test episodes whose W_:j != 0).
 
-Testing a trained backbone with other heads (`eval.backbone_from` = a run directory,
-workdir/<run>): no training; every run restores that run's latest backbone checkpoint
+Testing a trained backbone with other heads (`eval.backbone_from` = a run directory):
+no training; the run restores that run's latest backbone checkpoint
 (weights and batch-norm statistics), is validated once (its only metrics record, at the
 source's step) and tested with its own head. A head's lam1 can so be chosen on the
 validation classes for a backbone trained at another lam1 (or with another head). The
 heads' logit scale keeps its initial value: it multiplies the logits and changes no
 prediction nor support.
 
-Outputs: workdir/<run>/{metrics.jsonl, result.json, checkpoints, ...},
-workdir/result.json (all runs), workdir/fewshot.png (Fig. 5 layout: sorted
-feature usage per lam1, and test accuracy vs mean fraction of features used;
-`plot(collect_results(workdir), path)` redraws it, also from several workdirs).
+Outputs: workdir/{metrics.jsonl, result.json, checkpoints, ...}. The sweeps of
+configs/fewshot.py run the heads and the lam1 grid side by side; `report(sweep dir)`
+prints their table and writes the Fig. 5 layout (sorted feature usage per lam1, and
+test accuracy vs mean fraction of features used) to <sweep dir>/fewshot.png;
+`plot(collect_results(workdir), path)` redraws it, also from several workdirs.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import math
 import os
 import re
 import time
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -52,13 +53,12 @@ import tensorflow as tf
 from absl import logging
 
 from sdis_tf import config_schema as cs
-from sdis_tf import layers
+from sdis_tf import heads
 from sdis_tf.data import fewshot, omniglot
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
-from sdis_tf.train import distribute, loop, meta, progress
-from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, CONFIG, RunDir, open_run, save_figure
+from sdis_tf.train import distribute, harness, meta, progress
+from sdis_tf.train.rundir import CHECKPOINTS, CONFIG, RunDir, save_figure
 
 METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
 BACKBONES = ("small_conv", "resnet12")
@@ -87,17 +87,6 @@ def parse_setting(setting: str) -> tuple[int, int]:
     return int(ways), int(shots)
 
 
-class _Text(cs.Spec):
-    """Any string (a path; "" when unused)."""
-
-    def allowed(self) -> str:
-        return "a string"
-
-    def problem(self, value):
-        return None if isinstance(value, str) else \
-            f"has type {type(value).__name__}; allowed: {self.allowed()}"
-
-
 DATASETS = fewshot.DATASETS + ("omniglot",)
 """`data.dataset` choices: the MetaOptNet formats, the procedural set and Omniglot."""
 
@@ -107,10 +96,10 @@ SCHEMA = {
     "experiment": cs.Choice("fewshot"),
     "seed": cs.Int(min=0),
     "distribute": cs.Choice(*distribute.STRATEGIES),
-    "methods": cs.Tuple(cs.Choice(*METHODS), unique=True),
+    "method": cs.Choice(*METHODS),
     "data": {
         "dataset": cs.Choice(*DATASETS),
-        "root": _Text(),
+        "root": cs.Text(),
         "images_per_class": cs.COUNT,
         "image_size": cs.Int(min=8, max=512),
         "ways": cs.Int(min=2),
@@ -119,7 +108,7 @@ SCHEMA = {
         "train_queries": cs.COUNT,
         "test_queries": cs.COUNT,
         "rotations": cs.Bool(),
-        "lake_runs": _Text(),
+        "lake_runs": cs.Text(),
     },
     "model": {
         "name": cs.Choice(*BACKBONES),
@@ -130,8 +119,8 @@ SCHEMA = {
     },
     "heads": {
         "scale": cs.POSITIVE,
-        "sparse_svm": {"eps": cs.Tuple(cs.Float(min=0.0, max=1.0, min_open=True), unique=True),
-                       "refit": cs.Bool(), **_SVM},
+        "sparse_svm": {"eps": cs.Float(min=0.0, max=1.0, min_open=True), "refit": cs.Bool(),
+                       **_SVM},
         "dense_svm": dict(_SVM),
         "ridge": {"lam": cs.POSITIVE},
     },
@@ -150,7 +139,7 @@ SCHEMA = {
         "jit_compile": cs.Bool(),
     },
     "eval": {"val_episodes": cs.COUNT, "test_episodes": cs.COUNT, "batch_episodes": cs.COUNT,
-             "settings": cs.Tuple(_Setting(), unique=True), "backbone_from": _Text()},
+             "settings": cs.Tuple(_Setting(), unique=True), "backbone_from": cs.Text()},
     "checkpoint_every_steps": cs.COUNT,
     "log_every_seconds": cs.NONNEGATIVE,
 }
@@ -164,7 +153,7 @@ def _cross_field(config: dict) -> list[str]:
                         f"len(boundaries_epochs) + 1 = {len(opt['boundaries_epochs']) + 1}")
     if list(opt["boundaries_epochs"]) != sorted(set(opt["boundaries_epochs"])):
         problems.append("config.optimizer.boundaries_epochs must be strictly increasing")
-    if data["dataset"] != "procedural" and not data["root"]:
+    if data["dataset"] not in ("procedural", "omniglot") and not data["root"]:
         problems.append(f"config.data.root is empty; dataset {data['dataset']!r} needs the "
                         "folder holding its files")
     if data["dataset"] == "procedural" and data["image_size"] > 64:
@@ -181,9 +170,11 @@ def _cross_field(config: dict) -> list[str]:
     if data["lake_runs"] and data["dataset"] != "omniglot":
         problems.append("config.data.lake_runs is Omniglot's one-shot benchmark (all_runs.zip); "
                         f"allowed only with dataset 'omniglot', got {data['dataset']!r}")
-    elif data["lake_runs"] and not os.path.isfile(data["lake_runs"]):
+    elif data["lake_runs"] not in ("", omniglot.DOWNLOAD) and \
+            not os.path.isfile(data["lake_runs"]):
         problems.append(f"config.data.lake_runs = {data['lake_runs']!r} is not a file; allowed: "
-                        "the path of Lake et al.'s all_runs.zip, or '' to skip the benchmark")
+                        f"the path of Lake et al.'s all_runs.zip, {omniglot.DOWNLOAD!r} (the "
+                        "data cache, downloaded on first use) or '' to skip the benchmark")
     if model["name"] == "resnet12" and len(model["channels"]) != 4:
         problems.append("config.model.channels must have 4 widths for resnet12")
     if config["eval"]["backbone_from"]:
@@ -216,32 +207,25 @@ def _backbone_source_problems(config: dict) -> list[str]:
 CONSTRAINTS = (_cross_field,)
 
 
-def run_names(config: dict) -> list[tuple[str, str, float | None]]:
-    """(run name, method, eps) of every run: one per method, one per eps for sparse_svm."""
-    runs = []
-    for method in config["methods"]:
-        if method == "sparse_svm":
-            suffix = "_refit" if config["heads"]["sparse_svm"]["refit"] else ""
-            runs += [(f"sparse_svm_eps{eps:g}{suffix}", method, eps)
-                     for eps in config["heads"]["sparse_svm"]["eps"]]
-        else:
-            runs.append((method, method, None))
-    return runs
+def run_name(config: dict) -> str:
+    """The run's label: its method, with eps (and "_refit") for the sparse SVM."""
+    if config["method"] != "sparse_svm":
+        return config["method"]
+    head = config["heads"]["sparse_svm"]
+    return f"sparse_svm_eps{head['eps']:g}" + "_refit" * head["refit"]
 
 
-def make_head(method: str, eps: float | None, config: dict, num_ways: int) -> keras.layers.Layer:
-    """The episode head of `method` (see the module docstring)."""
-    heads = config["heads"]
-    if method == "sparse_svm":
-        settings = {k: v for k, v in heads["sparse_svm"].items() if k != "eps"}
-        return layers.SparseSVMHead(num_ways, eps, scale=heads["scale"], **settings)
-    if method == "dense_svm":
-        return layers.SparseSVMHead(num_ways, lam1=0.0, scale=heads["scale"], **heads["dense_svm"])
-    if method == "ridge":
-        return meta.RidgeClassifierHead(num_ways, lam=heads["ridge"]["lam"], scale=heads["scale"])
-    if method == "proto":
-        return meta.PrototypeHead(num_ways, scale=heads["scale"])
-    raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
+HEADS = {"sparse_svm": "sparse_svm", "dense_svm": "dense_svm", "ridge": "ridge_classifier",
+         "proto": "proto"}
+"""The registered head (`sdis_tf.heads.HEADS`) of each method."""
+
+
+def make_head(config: dict, num_ways: int) -> keras.layers.Layer:
+    """The episode head of `config.method`: its registered head with the fields of
+    `config.heads.<method>` and the shared logit scale."""
+    method, fields = config["method"], config["heads"]
+    return heads.build(HEADS[method], num_ways=num_ways, scale=fields["scale"],
+                       **fields.get(method, {}))
 
 
 def make_backbone(model: dict, seed: int) -> keras.Model:
@@ -287,45 +271,85 @@ def load_data(dataset: str, root: str, split: str, images_per_class: int, image_
     return fewshot.load_split(dataset, root, split)
 
 
-class _Experiment:
-    """The pieces of one run: data, backbone, head, optimizer, trainer and evaluation.
+class FewshotData(NamedTuple):
+    """What a run reads, opened and checked before anything is written (`prepare`)."""
 
-    `trained=False` (a backbone restored from another run, `eval.backbone_from`) builds no
-    optimizer and no trainer (`optimizer` and `trainer` are None).
+    splits: dict            # "train" / "val" / "test" -> fewshot.FewShotSplit
+    lake: object            # omniglot.lake_episodes(...) of Lake's runs, or None
+    backbone_checkpoint: str  # the checkpoint of `eval.backbone_from`, or ""
+
+
+def prepare(config: dict) -> FewshotData:
+    """Loads the three splits, Lake's runs and finds the backbone to restore.
+
+    Raises:
+      DataFileError: a data file is missing or unusable (one line naming it).
+    """
+    data = config["data"]
+    splits = {name: load_data(data["dataset"], data["root"], name, data["images_per_class"],
+                              data["image_size"], config["seed"], data["rotations"])
+              for name in ("train", "val", "test")}
+    lake = (omniglot.lake_episodes(omniglot.lake_runs(data["lake_runs"], data["image_size"]))
+            if data["lake_runs"] else None)
+    source = config["eval"]["backbone_from"]
+    checkpoint = tf.train.latest_checkpoint(os.path.join(source, CHECKPOINTS)) if source else ""
+    return FewshotData(splits, lake, checkpoint)
+
+
+class FewshotRun:
+    """One run's pieces (a `sdis_tf.train.harness.Run`): data, backbone, head, optimizer,
+    trainer and evaluation.
+
+    With `eval.backbone_from` the backbone is restored from that run's checkpoint and not
+    trained: no optimizer, no trainer, `total_steps` 0 (one validation at the source's step).
     """
 
-    def __init__(self, config: dict, method: str, eps, strategy: tf.distribute.Strategy,
-                 trained: bool = True):
+    def __init__(self, config: dict, inputs: FewshotData, strategy: tf.distribute.Strategy):
         self.config = config
-        data, seed = config["data"], config["seed"]
-        split = lambda name: load_data(data["dataset"], data["root"], name,
-                                       data["images_per_class"], data["image_size"], seed,
-                                       data["rotations"])
+        data, seed, train = config["data"], config["seed"], config["train"]
+        self.name = run_name(config)
         ways = data["ways"]
         self.train_sampler = fewshot.EpisodeSampler(
-            split("train"), ways, data["train_shots"], data["train_queries"], seed=seed,
+            inputs.splits["train"], ways, data["train_shots"], data["train_queries"], seed=seed,
             stream=_TRAIN_STREAM)
         self.val_sampler = fewshot.EpisodeSampler(
-            split("val"), ways, data["test_shots"], data["test_queries"], seed=seed,
+            inputs.splits["val"], ways, data["test_shots"], data["test_queries"], seed=seed,
             stream=_VAL_STREAM)
         self.test_samplers = {
-            setting: fewshot.EpisodeSampler(split("test"), *parse_setting(setting),
+            setting: fewshot.EpisodeSampler(inputs.splits["test"], *parse_setting(setting),
                                             data["test_queries"], seed=seed, stream=stream)
             for stream, setting in enumerate(config["eval"]["settings"], _TEST_STREAM)}
-        self.lake = (omniglot.lake_episodes(omniglot.lake_runs(data["lake_runs"],
-                                                               data["image_size"]))
-                     if data["lake_runs"] else None)
+        self.lake = inputs.lake
         image_shape = self.train_sampler.data.images.shape[1:]
         keras.utils.set_random_seed(seed)
         with strategy.scope():
             self.backbone = make_backbone(config["model"], seed)
             self.num_features = self.backbone(tf.zeros([1, *image_shape]),
                                               training=False).shape[-1]
-            self.head = self._build_head(make_head(method, eps, config, ways))
+            self.head = self._build_head(make_head(config, ways))
         self.optimizer = self.trainer = None
-        if trained:
+        self.eval_every_steps = train["steps_per_epoch"]
+        self.checkpoint_every_steps = config["checkpoint_every_steps"]
+        self.backbone_from = inputs.backbone_checkpoint
+        if self.backbone_from:
+            self.total_steps, self.initial_step = 0, self._restore_backbone()
+        else:
+            self.total_steps, self.initial_step = train["epochs"] * train["steps_per_epoch"], 0
             self._build_trainer(strategy)
+            self.train_step = self.trainer.train_step
+        self.trackables = {"model": self.backbone, "head": self.head,
+                           "optimizer": self.optimizer}
         self._metrics = {}
+
+    def _restore_backbone(self) -> int:
+        """Restores the backbone (weights and batch-norm statistics) from `backbone_from`;
+        returns the step it was saved at."""
+        step = tf.Variable(0, dtype=tf.int64)
+        tf.train.Checkpoint(model=self.backbone, step=step).restore(
+            self.backbone_from).expect_partial().assert_existing_objects_matched()
+        logging.info("[%s] backbone restored from %s (step %d); not trained", self.name,
+                     self.backbone_from, int(step))
+        return int(step)
 
     def _build_trainer(self, strategy: tf.distribute.Strategy):
         """The optimizer (its slots built) and the meta-trainer of the backbone and head."""
@@ -382,6 +406,19 @@ class _Experiment:
         mean, ci = confidence_interval(accuracy)
         return {"accuracy": mean, "ci95": ci, "features_used": float(used.mean())}, {}
 
+    def finish(self, final: dict, rundir) -> dict:
+        """The result: the final record and the test metrics (`test`), with the test time."""
+        start = time.monotonic()
+        head = self.config["heads"]["sparse_svm"]
+        sparse = self.config["method"] == "sparse_svm"
+        result = {"run": self.name, "method": self.config["method"],
+                  "eps": head["eps"] if sparse else None, "refit": sparse and head["refit"],
+                  **final, **self.test()}
+        if self.backbone_from:
+            result["backbone_from"] = self.backbone_from
+        result["test_seconds"] = time.monotonic() - start
+        return result
+
     def test(self) -> dict:
         """Test metrics of every setting (see the module docstring) and Lake's runs."""
         result = {"settings": list(self.test_samplers), "num_features": self.num_features}
@@ -408,65 +445,6 @@ class _Experiment:
 def primary(result: dict, key: str):
     """`test/<first setting>/<key>` of a run's result (the setting of the figure)."""
     return result[f"test/{result['settings'][0]}/{key}"]
-
-
-def train_and_evaluate(config: dict, name: str, method: str, eps, workdir: str,
-                       strategy: tf.distribute.Strategy) -> dict:
-    """Trains one head's run in `workdir`, tests it, and returns its result."""
-    chief = distribute.is_chief(strategy)
-    rundir = RunDir(workdir, chief=chief)
-    rundir.write_config({**config, "methods": [method], "run": name})
-    stored = rundir.result()
-    if stored is not None:
-        logging.info("[%s] finished run found in %s: not redone", name, workdir)
-        return stored
-    source = config["eval"]["backbone_from"]
-    experiment = _Experiment(config, method, eps, strategy, trained=not source)
-    if source:
-        final = _validate_restored_backbone(experiment, source, rundir, name)
-    else:
-        checkpointer = Checkpointer(
-            os.path.join(workdir, CHECKPOINTS), chief=chief,
-            worker=distribute.worker_id(strategy), model=experiment.backbone,
-            head=experiment.head, optimizer=experiment.optimizer)
-        train = config["train"]
-        final = loop.fit(
-            train_step=experiment.trainer.train_step, evaluate=experiment.evaluate,
-            checkpointer=checkpointer, rundir=rundir,
-            total_steps=train["epochs"] * train["steps_per_epoch"],
-            eval_every_steps=train["steps_per_epoch"],
-            checkpoint_every_steps=config["checkpoint_every_steps"],
-            log_every_seconds=config["log_every_seconds"], name=name)
-    start = time.monotonic()
-    refit = method == "sparse_svm" and config["heads"]["sparse_svm"]["refit"]
-    result = {"run": name, "method": method, "eps": eps, "refit": refit, **final,
-              **experiment.test()}
-    result["test_seconds"] = time.monotonic() - start
-    rundir.write_result(result)
-    rundir.close()
-    return result
-
-
-def _validate_restored_backbone(experiment: _Experiment, source: str, rundir: RunDir,
-                                name: str) -> dict:
-    """Restores the backbone (weights and batch-norm statistics) from the latest checkpoint
-    of the run in `source`, validates it with this run's head, and records that evaluation
-    as the run's only one (at the source's step); returns the record, which names the
-    checkpoint ("backbone_from")."""
-    checkpoint = tf.train.latest_checkpoint(os.path.join(source, CHECKPOINTS))
-    step = tf.Variable(0, dtype=tf.int64)
-    tf.train.Checkpoint(model=experiment.backbone, step=step).restore(
-        checkpoint).expect_partial().assert_existing_objects_matched()
-    logging.info("[%s] backbone restored from %s (step %d); not trained", name, checkpoint,
-                 int(step))
-    start = time.monotonic()
-    scalars, _ = experiment.evaluate()
-    metrics = {f"eval/{k}": v for k, v in scalars.items()}
-    rundir.truncate_metrics(-1)
-    rundir.write_summaries(int(step), metrics)
-    record = rundir.append_metrics(int(step), time.time(),
-                                   {"elapsed": time.monotonic() - start, **metrics})
-    return {**record, "backbone_from": checkpoint}
 
 
 def format_table(results: list[dict]) -> str:
@@ -564,16 +542,16 @@ def plot(results: list[dict], path: str) -> None:
     save_figure(fig, path, dpi=110)
 
 
-def run(config, workdir: str) -> str:
-    """Runs every head of `config.methods` (and every sparse eps); returns the results table."""
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    strategy, chief, top = open_run(config, workdir)
-    results = [train_and_evaluate(config, name, method, eps, os.path.join(workdir, name),
-                                  strategy)
-               for name, method, eps in run_names(config)]
-    if chief:
-        top.write_result({"results": [{k: v for k, v in r.items() if k != "feature_usage"}
-                                      for r in results]})
-        plot(results, os.path.join(workdir, "fewshot.png"))
-    logging.info("fewshot finished: %s/result.json, %s/fewshot.png", workdir, workdir)
+def report(workdir: str) -> str:
+    """The table of the finished runs under `workdir` (a sweep), and their Fig. 5 layout in
+    workdir/fewshot.png."""
+    results = collect_results(workdir)
+    if not results:
+        raise FileNotFoundError(f"no finished fewshot runs below {workdir}")
+    plot(results, os.path.join(workdir, "fewshot.png"))
     return format_table(results)
+
+
+EXPERIMENT = harness.Experiment(
+    SCHEMA, CONSTRAINTS, prepare,
+    build=FewshotRun, summarize=lambda result: format_table([result]), report=report)

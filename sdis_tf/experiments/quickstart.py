@@ -1,8 +1,11 @@
 """Quickstart: identifiability through inner-Lasso (paper Theorem 3.1), on synthetic data.
 
-Trains one encoder per head in `config.methods` (workdir/<method>/ is a full
-run directory each), then writes workdir/results.json, a comparison figure
-workdir/quickstart.png and returns the table (method, MCC, R, time).
+One run trains one encoder through the head of `config.method`. The sweep
+`methods` (configs/quickstart.py) runs inner-Lasso and inner-Ridge side by side;
+`report(workdir)` then writes the comparison figure workdir/quickstart.png and
+returns the table (method, MCC, R, time):
+
+    python -m sdis_tf.sweep --config=configs/quickstart.py --sweep=methods --workdir=runs/qs
 
 Data (sdis_tf.data.synthetic): z ~ N(0, Sigma_rho) in R^m, x = g(z) in R^d,
 tasks y = z w_t + noise with sparse w_t (sdis_tf.data.tasks). Model: an MLP
@@ -22,21 +25,20 @@ the outer loss on eval.num_tasks held-out tasks (eval/loss).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from sdis_tf import config_schema as cs
-from sdis_tf import layers, metrics
+from sdis_tf import heads, metrics
 from sdis_tf.data import synthetic
 from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.models.mlp import ACTIVATIONS, MLPEncoder
-from sdis_tf.train import bilevel, distribute, loop, progress, schedules
-from sdis_tf.train.checkpoint import Checkpointer
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir, open_run, save_figure
+from sdis_tf.train import bilevel, distribute, harness, progress, schedules
+from sdis_tf.train.rundir import RunDir, save_figure
 
 METHODS = ("lasso", "ridge")
 
@@ -44,7 +46,7 @@ SCHEMA = {
     "experiment": cs.Choice("quickstart"),
     "seed": cs.Int(min=0),
     "distribute": cs.Choice(*distribute.STRATEGIES),
-    "methods": cs.Tuple(cs.Choice(*METHODS), unique=True),
+    "method": cs.Choice(*METHODS),
     "data": synthetic.SCHEMA,
     "tasks": tasks_lib.SCHEMA,
     "model": {
@@ -94,20 +96,15 @@ def _stream_seed(seed: int, stream: int):
     return tf.constant([seed, stream], tf.int64)
 
 
-def make_head(method: str, heads: dict) -> keras.layers.Layer:
-    """The inner head of `method` ("lasso" or "ridge") from `config.heads`."""
-    if method == "lasso":
-        return layers.LassoHead(**heads["lasso"])
-    if method == "ridge":
-        return layers.RidgeHead(**heads["ridge"])
-    raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
+class QuickstartRun:
+    """One run's pieces (a `sdis_tf.train.harness.Run`): data, encoder, trainer, evaluation."""
 
-
-class _Experiment:
-    """The pieces of one method's run: data, model, trainer, evaluation."""
-
-    def __init__(self, config: dict, method: str, strategy: tf.distribute.Strategy):
-        data, self.config = config["data"], config
+    def __init__(self, config: dict, strategy: tf.distribute.Strategy):
+        data, self.config, method = config["data"], config, config["method"]
+        self.name = method
+        self.total_steps, self.initial_step = config["train"]["steps"], 0
+        self.eval_every_steps = config["eval"]["every_steps"]
+        self.checkpoint_every_steps = config["checkpoint_every_steps"]
         self.mixing = synthetic.Mixing(
             config["seed"], data["num_latents"], data["dim"], num_layers=data["mixing_layers"],
             slope=data["mixing_slope"], condition=data["mixing_condition"])
@@ -117,15 +114,18 @@ class _Experiment:
             self.encoder(tf.zeros([1, data["dim"]]), training=False)
             self.optimizer = schedules.adam(config["optimizer"], config["train"]["steps"])
             self.optimizer.build(self.encoder.trainable_variables)
-        self.head = make_head(method, config["heads"])
+        self.head = heads.build(method, **config["heads"][method])
         train_seed = _stream_seed(config["seed"], _TRAIN_STREAM)
         self.trainer = bilevel.BilevelTrainer(
             self.encoder, self.head, self.optimizer, strategy,
             lambda step: self.sample(tf.random.experimental.stateless_fold_in(train_seed, step),
                                      config["train"]["num_tasks"]),
             num_tasks=config["train"]["num_tasks"], jit_compile=config["train"]["jit_compile"])
+        self.trackables = {"model": self.encoder, "optimizer": self.optimizer}
+        self.train_step = self.trainer.train_step
         self._eval_data()
-        self._eval_loss = tf.function(self._eval_loss_fn)
+        self._eval_loss = tf.function(functools.partial(bilevel.validation_loss, self.encoder,
+                                                        self.head))
 
     def sample(self, seed, num_tasks: int) -> tasks_lib.TaskBatch:
         data = self.config["data"]
@@ -145,12 +145,6 @@ class _Experiment:
                                          data["num_latents"], rho, data["structure"])
             self.eval_latents[name] = (z, self.mixing(z))
 
-    def _eval_loss_fn(self, batch):
-        encode = lambda x: self.encoder(x, training=False)
-        f_s, f_q = bilevel.encode_tasks(encode, batch)
-        losses, _ = bilevel.task_losses(self.head, f_s, batch.y_support, f_q, batch.y_query)
-        return tf.reduce_mean(losses)
-
     def correlations(self, name: str = ""):
         """(matched |corr(z_i, code_pi(i))| [m, m], MCC, R) on the eval latents `name`."""
         z, x = self.eval_latents[name]
@@ -168,37 +162,10 @@ class _Experiment:
         image = np.kron(corr, np.ones((size, size)))[None, :, :, None]
         return scalars, {"abs_corr": tf.constant(image, tf.float32)}
 
-
-def train_and_evaluate(config: dict, method: str, workdir: str,
-                       strategy: tf.distribute.Strategy) -> dict:
-    """Trains the encoder through `method`'s head in `workdir`; returns the result.
-
-    The result: {"method", "step", "elapsed", "eval/...", "train/...",
-    "abs_corr": matched |corr| matrix as nested lists}. A finished workdir
-    returns its stored result without training.
-    """
-    chief = distribute.is_chief(strategy)
-    rundir = RunDir(workdir, chief=chief)
-    rundir.write_config({**config, "methods": [method]})
-    stored = rundir.result()
-    if stored is not None:
-        logging.info("[%s] finished run found in %s: not redone", method, workdir)
-        return stored
-    experiment = _Experiment(config, method, strategy)
-    checkpointer = Checkpointer(
-        os.path.join(workdir, CHECKPOINTS), chief=chief, worker=distribute.worker_id(strategy),
-        model=experiment.encoder, optimizer=experiment.optimizer)
-    final = loop.fit(
-        train_step=experiment.trainer.train_step, evaluate=experiment.evaluate,
-        checkpointer=checkpointer, rundir=rundir, total_steps=config["train"]["steps"],
-        eval_every_steps=config["eval"]["every_steps"],
-        checkpoint_every_steps=config["checkpoint_every_steps"],
-        log_every_seconds=config["log_every_seconds"], name=method)
-    corr, _, _ = experiment.correlations()
-    result = {"method": method, **final, "abs_corr": corr.tolist()}
-    rundir.write_result(result)
-    rundir.close()
-    return result
+    def finish(self, final: dict, rundir) -> dict:
+        """The result: the final record and the matched |corr| matrix (nested lists)."""
+        corr, _, _ = self.correlations()
+        return {"method": self.config["method"], **final, "abs_corr": corr.tolist()}
 
 
 def format_table(results: list[dict]) -> str:
@@ -239,19 +206,35 @@ def plot(results: list[dict], histories: list[list[dict]], path: str) -> None:
     save_figure(fig, path, dpi=110)
 
 
-def run(config, workdir: str) -> str:
-    """Runs every method of `config.methods`; returns the results table."""
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    strategy, chief, top = open_run(config, workdir)
-    results, histories = [], []
-    for method in config["methods"]:
-        sub = os.path.join(workdir, method)
-        results.append(train_and_evaluate(config, method, sub, strategy))
-        histories.append(RunDir(sub, chief=False).read_metrics())
-    table = format_table(results)
-    if chief:
-        top.write_result({"results": [{k: v for k, v in r.items() if k != "abs_corr"}
-                                      for r in results]})
-        plot(results, histories, os.path.join(workdir, "quickstart.png"))
-    logging.info("quickstart finished: %s/result.json, %s/quickstart.png", workdir, workdir)
-    return table
+def collect(workdir: str) -> tuple[list[dict], list[list[dict]]]:
+    """(results, metric histories) of the finished runs in the sub-directories of `workdir`,
+    in the order of `METHODS`."""
+    runs = []
+    for name in sorted(os.listdir(workdir)):
+        rundir = RunDir(os.path.join(workdir, name), chief=False)
+        result = rundir.result() if os.path.isdir(rundir.workdir) else None
+        if result is not None and result.get("method") in METHODS:
+            runs.append((METHODS.index(result["method"]), name, result, rundir.read_metrics()))
+    runs.sort(key=lambda run: run[:2])
+    return [run[2] for run in runs], [run[3] for run in runs]
+
+
+def report(workdir: str) -> str:
+    """The table of the finished runs under `workdir` (a sweep), and their comparison figure
+    in workdir/quickstart.png."""
+    results, histories = collect(workdir)
+    if not results:
+        raise FileNotFoundError(f"no finished quickstart runs below {workdir}")
+    plot(results, histories, os.path.join(workdir, "quickstart.png"))
+    return format_table(results)
+
+
+def prepare(config: dict) -> None:
+    """The quickstart reads nothing: its data is generated from the seed."""
+    return None
+
+
+EXPERIMENT = harness.Experiment(
+    SCHEMA, CONSTRAINTS, prepare,
+    build=lambda config, inputs, strategy: QuickstartRun(config, strategy),
+    summarize=lambda result: format_table([result]), report=report)

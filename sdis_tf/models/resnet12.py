@@ -26,7 +26,7 @@ where `step` is the model's `schedule_step` variable, which the training
 loop sets to the global optimizer step (MetaOptNet counted forward calls per
 block, two per iteration, so its 40,000-call ramp is ramp_steps = 20,000
 iterations; its counter lived on each DataParallel replica and never
-advanced there, REFERENCE_NOTES section 4.13). Random masks are stateless:
+advanced there). Random masks are stateless:
 drawn from (seed, schedule_step, block, replica id), so a resumed run
 replays them and the model has no RNG state to synchronise across replicas.
 """

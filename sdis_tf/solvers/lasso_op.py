@@ -1,10 +1,13 @@
 r"""Batched (group) Lasso through C++ custom ops (`custom_ops/`), CPU only.
 
-Same problem, result and stopping rule as `sdis_tf.solvers.lasso`: for each task t,
+Same problem, result and stopping rule as the XLA backend of `sdis_tf.solvers.lasso`: for
+each task t,
 
     min_W 1/(2n) ||Y_t - X_t W||_F^2 + lam_t sum_j ||W_j||_2,     X [T,n,m], Y [T,n] or [T,n,k],
 
-stopping when the duality gap of the full problem is <= tol * ||Y_t||^2 / (2n). The kernel runs
+stopping when the certificate of `sdis_tf.solvers.lasso_problem` is within its threshold (the
+duality gap of the full problem <= tol * ||Y_t||^2 / (2n); for lam = 0 the stationarity
+residual ||X_t^T (Y_t - X_t W)||_F / n <= tol * ||X_t^T Y_t||_F / n). The kernel runs
 exact block coordinate descent on working sets grown from the violation of the optimality
 conditions (skglm style), Gap Safe screening and Anderson extrapolation, tasks spread over
 the threads of TensorFlow's CPU pool.
@@ -12,23 +15,33 @@ the threads of TensorFlow's CPU pool.
 
 `lasso_implicit_vjp` is the implicit gradient (`custom_ops/lasso_implicit_vjp_op.cc`): at a
 solution W, whichever solver found it, U = H^{-1} C for the Jacobian H of
-`sdis_tf.solvers.lasso.lasso_optimality` and the pull-back of U through that map, i.e.
-`sdis_tf.implicit.root_vjp` for the Lasso in one kernel; `sdis_tf.implicit.lasso_implicit`
-uses it outside XLA when the library is loaded.
+`sdis_tf.solvers.lasso_grad.lasso_optimality` and the pull-back of U through that map, i.e.
+`sdis_tf.implicit.root_vjp` for the Lasso in one kernel; `lasso_grad.lasso_implicit` uses it
+when the backend is the op (`sdis_tf.solvers.lasso.resolve_backend`).
+
+These are the kernels' thin wrappers: a NaN or inf input gives that task a NaN W and
+converged = False, and a bad shape or a negative lam an InvalidArgumentError.
+`sdis_tf.solvers.lasso(..., backend="op")` adds the error contract of the package (README,
+"Error contract").
 
 The ops have no XLA kernels: they work eagerly and inside `tf.function`, not under
 `jit_compile=True` (`in_xla_context()` tells which case applies; both wrappers raise a ValueError
 there instead of failing at XLA compilation). They are registered with `tf.no_gradient`: their
 outputs are constants for autodiff, and differentiation goes through the implicit gradient of
-the caller (`sdis_tf.implicit`), which needs only the optimality condition, not the solver.
+the caller (`sdis_tf.solvers.lasso_grad`), which needs only the optimality condition, not the
+solver.
 
-The library is built by `python custom_ops/build.py` (`make setup`) and loaded lazily on first
-use. If it is missing or does not load, `op_available()` is False, one warning is issued, and
-importing sdis_tf still works.
+The library is built and loaded on the first use of an op (`op_available()`, or an "auto"
+backend's first solve): `sdis_tf/custom_ops/build.py` (`custom_ops/` as the package ships it)
+compiles it once per sources, TensorFlow and CPU into a per-user cache (`$SDIS_TF_CACHE/ops`,
+by default `~/.cache/sdis_tf/ops`), logging one line while it compiles (~15-90 s); concurrent
+first uses wait for one compile. If it cannot be built (no C++ compiler) or loaded,
+`op_available()` is False, one warning is issued, and importing sdis_tf still works.
 """
 
 import collections
 import importlib.util
+import threading
 import warnings
 from pathlib import Path
 
@@ -36,21 +49,22 @@ import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 from tensorflow.python.ops import control_flow_util
 
-from sdis_tf.solvers.lasso import LassoResult
+from sdis_tf.solvers.lasso_problem import LassoResult
 
 _OP_NAMES = ("SdisLassoCd", "SdisLassoImplicitVjp")
-_BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "custom_ops" / "build.py"
+_BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "custom_ops" / "build.py"
 _FLOAT_DTYPES = (tf.float32, tf.float64)
 _state = {"tried": False, "module": None}
+_state_lock = threading.Lock()  # replicas trace in threads (MirroredStrategy): one load
 
 LassoVjp = collections.namedtuple("LassoVjp", ["U", "grad_X", "grad_Y", "grad_lam"])
 
 
 @tf.autograph.experimental.do_not_convert  # file loading, never graph code
 def _build_module():
-    """custom_ops/build.py as a module (it is a script outside the package)."""
+    """sdis_tf/custom_ops/build.py as a module (a script, also run on its own)."""
     if not _BUILD_SCRIPT.exists():
-        raise FileNotFoundError(f"{_BUILD_SCRIPT} not found (sdis_tf not run from a checkout)")
+        raise FileNotFoundError(f"{_BUILD_SCRIPT} not found (an incomplete sdis_tf install)")
     spec = importlib.util.spec_from_file_location("_sdis_tf_custom_ops_build", _BUILD_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -58,28 +72,24 @@ def _build_module():
 
 
 @tf.autograph.experimental.do_not_convert
-def _load(retry=False):
-    """The loaded op module, or None (with one warning) if the library is unavailable.
-
-    retry=True forgets an earlier failure, e.g. after building the library in-process.
-    """
-    if _state["module"] is not None or (_state["tried"] and not retry):
+def library():
+    """The loaded op library (its raw ops, e.g. `sdis_lasso_cd`), built first if needed;
+    None (with one warning) if unavailable."""
+    with _state_lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            try:
+                _state["module"] = tf.load_op_library(str(_build_module().build()))
+            except Exception as exc:  # no compiler or a broken library must never break sdis_tf
+                warnings.warn(f"sdis_tf: the C++ Lasso op is unavailable ({type(exc).__name__}: "
+                              f"{exc}); the TensorFlow/XLA solvers are used instead.",
+                              RuntimeWarning, stacklevel=3)
         return _state["module"]
-    _state["tried"] = True
-    try:
-        path = _build_module().library_path()
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist; run `python custom_ops/build.py`")
-        _state["module"] = tf.load_op_library(str(path))
-    except Exception as exc:  # a missing or broken library must never break sdis_tf
-        warnings.warn(f"sdis_tf: the C++ Lasso op is unavailable ({type(exc).__name__}: {exc}); "
-                      "the TensorFlow/XLA solvers are used instead.", RuntimeWarning, stacklevel=3)
-    return _state["module"]
 
 
 def op_available():
-    """True when the compiled Lasso op is loaded (loads it on first call)."""
-    return _load() is not None
+    """True when the compiled Lasso op is loaded (builds and loads it on first call)."""
+    return library() is not None
 
 
 def in_xla_context():
@@ -134,7 +144,8 @@ def lasso_op(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None):
       max_epochs: maximum number of coordinate-descent passes (over working sets) per task.
       W0: optional warm start shaped like the solution; zeros by default.
     Returns:
-      LassoResult(W [T,m] or [T,m,k], gap [T], epochs [T] int32, converged [T] bool).
+      LassoResult(W [T,m] or [T,m,k], gap [T], epochs [T] int32, converged [T] bool);
+      a task with a NaN or inf input, or whose certificate is not finite, gets a NaN W.
     Raises:
       tf.errors.InvalidArgumentError: bad shapes or dtypes, lam < 0.
       ValueError: bad tol or max_epochs, or called under `jit_compile=True`
@@ -145,10 +156,10 @@ def lasso_op(X, Y, lam, *, tol=1e-6, max_epochs=1000, W0=None):
     if in_xla_context():
         raise ValueError("lasso_op: the C++ op has no XLA kernel and cannot run inside "
                          "tf.function(jit_compile=True); use sdis_tf.solvers.lasso there.")
-    module = _load()
+    module = library()
     if module is None:
-        raise RuntimeError("lasso_op: the C++ Lasso op is unavailable; run "
-                           "`python custom_ops/build.py` or use sdis_tf.solvers.lasso.")
+        raise RuntimeError("lasso_op: the C++ Lasso op is unavailable (see the warning issued "
+                           "when loading it); use sdis_tf.solvers.lasso.")
     X = tf.convert_to_tensor(X)
     if X.dtype not in _FLOAT_DTYPES:
         raise _invalid(f"lasso_op: X must be float32 or float64, got {X.dtype.name}.")
@@ -169,7 +180,7 @@ def lasso_implicit_vjp(X, Y3, W3, lam, C):
     """The implicit gradient of the (group) Lasso at a solution W3, for the cotangent C = dL/dW.
 
     Returns `LassoVjp(U, grad_X, grad_Y, grad_lam)`: U [T, m, k] = H^{-1} C with H = d
-    lasso_optimality / dW (on the support S = {j : W_j != 0}, H = X_S^T X_S / n +
+    lasso_grad.lasso_optimality / dW (on the support S = {j : W_j != 0}, H = X_S^T X_S / n +
     lam (I - u_j u_j^T) / ||W_j|| per group, u_j = W_j / ||W_j||; Woodbury in double with
     iterative refinement; U_j = C_j off S), and its pull-back through lasso_optimality,
     -(dF/d(X, Y, lam))^T U: with V = U on S and 0 off S, R = X W - Y,
@@ -181,10 +192,10 @@ def lasso_implicit_vjp(X, Y3, W3, lam, C):
     """
     if in_xla_context():
         raise ValueError("lasso_implicit_vjp: the C++ op has no XLA kernel.")
-    module = _load()
+    module = library()
     if module is None:
-        raise RuntimeError("lasso_implicit_vjp: the C++ Lasso ops are unavailable; run "
-                           "`python custom_ops/build.py`.")
+        raise RuntimeError("lasso_implicit_vjp: the C++ Lasso ops are unavailable (see the "
+                           "warning issued when loading them).")
     return LassoVjp(*module.sdis_lasso_implicit_vjp(X, Y3, W3, lam, C))
 
 

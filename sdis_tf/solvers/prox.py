@@ -2,7 +2,7 @@
 
 All functions are batched (any leading axes) and differentiable everywhere with
 finite gradients: norms of zero vectors and thresholds of zero vectors give 0,
-never 0/0 (the reference code's NaN risk, REFERENCE_NOTES section 4.11).
+never 0/0 (a plain v / ||v|| would give NaN values and gradients at v = 0).
 """
 
 import tensorflow as tf
@@ -12,12 +12,13 @@ def safe_norm(v, axis=-1, keepdims=False):
     """Euclidean norm ||v||_2 over `axis`, with gradient 0 (not NaN) at v = 0.
 
     Uses the double-`where` pattern: the square root never sees 0, so its
-    derivative is finite on both branches.
+    derivative is finite on both branches. The other branch passes the squared
+    norm through: 0 at v = 0 (gradient 2v = 0), NaN when v holds a NaN (never 0).
     """
     squared = tf.reduce_sum(tf.square(v), axis=axis, keepdims=keepdims)
     positive = squared > 0
     return tf.where(positive, tf.sqrt(tf.where(positive, squared, tf.ones_like(squared))),
-                    tf.zeros_like(squared))
+                    squared)
 
 
 def block_soft_threshold(v, threshold, axis=-1):

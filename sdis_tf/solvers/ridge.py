@@ -9,13 +9,16 @@ The m x m (primal) form is factorised by Cholesky when m <= n, the n x n
 (dual) form otherwise, so few-shot tasks with m >> n cost O(n^3), not O(m^3).
 The certificate is the relative KKT residual
 ||X^T (X W - Y)/n + lam W||_F / ||X^T Y / n||_F (zero at the solution up to rounding).
+Eager calls refuse a NaN or inf input or a negative lam with a ValueError; traced calls give
+such a task a NaN W and a NaN residual (README, "Error contract"), as does overflow.
 """
 
 from typing import NamedTuple
 
 import tensorflow as tf
 
-from sdis_tf.solvers import _batch
+from sdis_tf.implicit import custom_root
+from sdis_tf.solvers import inputs
 
 
 class RidgeResult(NamedTuple):
@@ -25,9 +28,11 @@ class RidgeResult(NamedTuple):
 
 
 def ridge_lambda_max(X):
-    """The paper's scale for inner-Ridge (appendix D.2.3): ||X_t||_F^2 / n -> [T]."""
-    X = tf.convert_to_tensor(X)
-    return tf.reduce_sum(tf.square(X), axis=[1, 2]) / _batch.num_samples(X)
+    """The paper's scale for inner-Ridge (appendix D.2.3): ||X_t||_F^2 / n -> [T]
+    (NaN for a task with a NaN or inf, traced; eager calls raise)."""
+    X = inputs.as_features(X, name="ridge_lambda_max")
+    value = tf.reduce_sum(tf.square(X), axis=[1, 2]) / inputs.num_samples(X)
+    return inputs.where_tasks(inputs.finite_tasks(X), value)
 
 
 def regularized_gram_solve(X, lam, B):
@@ -37,7 +42,7 @@ def regularized_gram_solve(X, lam, B):
     (X^T X/n + lam I)^{-1} = (I - X^T (X X^T + n lam I)^{-1} X) / lam, which
     needs lam > 0.
     """
-    n = _batch.num_samples(X)
+    n = inputs.num_samples(X)
     lam = lam[:, None, None]
     if X.shape[2] is not None and X.shape[1] is not None and X.shape[2] > X.shape[1]:
         kernel = tf.linalg.matmul(X, X, transpose_b=True)
@@ -51,13 +56,15 @@ def regularized_gram_solve(X, lam, B):
 
 def ridge_optimality(W3, X, Y3, lam):
     """Gradient of P: X^T (X W - Y) / n + lam W, zero exactly at the solution."""
-    n = _batch.num_samples(X)
+    n = inputs.num_samples(X)
     residual = tf.linalg.matmul(X, W3) - Y3
     return tf.linalg.matmul(X, residual, transpose_a=True) / n + lam[:, None, None] * W3
 
 
 def _solve(X, Y3, lam):
-    n = _batch.num_samples(X)
+    valid = inputs.valid_tasks(X, Y3, lam, nonnegative=(lam,))
+    lam = tf.where(valid, lam, tf.ones_like(lam))  # a rejected task still factorises
+    n = inputs.num_samples(X)
     if X.shape[2] is not None and X.shape[1] is not None and X.shape[2] > X.shape[1]:
         kernel = tf.linalg.matmul(X, X, transpose_b=True)
         kernel += n * lam[:, None, None] * tf.eye(tf.shape(X)[1], dtype=X.dtype)
@@ -68,7 +75,8 @@ def _solve(X, Y3, lam):
     scale = tf.norm(tf.linalg.matmul(X, Y3, transpose_a=True) / n, axis=[1, 2])
     residual = tf.math.divide_no_nan(tf.norm(ridge_optimality(W3, X, Y3, lam), axis=[1, 2]),
                                      scale)
-    return W3, residual
+    residual = inputs.where_tasks(valid, residual)
+    return inputs.where_tasks(tf.math.is_finite(residual), W3), residual
 
 
 def ridge(X, Y, lam):
@@ -79,10 +87,12 @@ def ridge(X, Y, lam):
         and X X^T is singular).
     Returns:
       RidgeResult(W [T, m] or [T, m, k], residual [T]).
+    Raises:
+      ValueError: bad shapes; eagerly also a NaN or inf in X, Y or lam, or lam < 0.
     """
-    batch = _batch.as_batch(X, Y, lam, name="ridge")
+    batch = inputs.as_batch(X, Y, lam, name="ridge")
     W3, residual = _solve(batch.X, batch.Y, batch.lam)
-    return RidgeResult(_batch.restore_output_shape(W3, batch.single_output), residual)
+    return RidgeResult(inputs.restore_output_shape(W3, batch.single_output), residual)
 
 
 def ridge_path(X, Y, lams):
@@ -101,17 +111,21 @@ def ridge_path(X, Y, lams):
         is rank deficient).
     Returns:
       RidgeResult(W [L, T, m] or [L, T, m, k], residual [L, T]).
+    Raises:
+      ValueError: bad shapes; eagerly also a NaN or inf in X, Y or lams, or lams < 0.
     """
-    batch = _batch.as_batch(X, Y, name="ridge_path")
+    batch = inputs.as_batch(X, Y, name="ridge_path")
     X, Y3 = batch.X, batch.Y
     lams = tf.convert_to_tensor(lams, dtype=X.dtype)
     if lams.shape.rank == 1:
         lams = tf.broadcast_to(lams[None], [tf.shape(X)[0], tf.shape(lams)[0]])
     if lams.shape.rank != 2:
         raise ValueError(f"ridge_path: lams must have shape [L] or [T, L], got {lams.shape}.")
-    tf.debugging.assert_greater_equal(lams, tf.zeros([], X.dtype),
-                                      message="ridge_path: lams must be >= 0")
-    n = _batch.num_samples(X)
+    inputs.check_finite("ridge_path", lams=lams)
+    inputs.check_nonnegative("ridge_path", lams=lams)
+    valid = inputs.valid_tasks(X, Y3, lams, nonnegative=(lams,))
+    lams = tf.where(valid[:, None], lams, tf.ones_like(lams))
+    n = inputs.num_samples(X)
     s, U, V = tf.linalg.svd(X, full_matrices=False)          # [T, r], [T, n, r], [T, m, r]
     projected = tf.linalg.matmul(U, Y3, transpose_a=True)     # [T, r, k]
     lam_path = tf.transpose(lams)                             # [L, T]
@@ -125,5 +139,31 @@ def ridge_path(X, Y, lams):
             tf.norm(ridge_optimality(W3_l, X, Y3, lam_l), axis=[1, 2]), scale)
 
     residuals = tf.map_fn(residual, (W3, lam_path), fn_output_signature=X.dtype)
+    residuals = tf.where(valid[None], residuals, tf.constant(float("nan"), X.dtype))
+    # No usable W where its certificate is not finite (an input error, or overflow).
+    W3 = tf.where(tf.math.is_finite(residuals)[:, :, None, None], W3,
+                  tf.constant(float("nan"), X.dtype))
     W = W3[..., 0] if batch.single_output else W3
     return RidgeResult(W, residuals)
+
+
+def _ridge_linear_solve(cotangent, sol, args):
+    X, _, lam = args
+    return regularized_gram_solve(X, lam, cotangent)
+
+
+def ridge_implicit(X, Y, lam):
+    """`solvers.ridge` with the implicit gradient of its closed form (J = X^T X / n + lam I).
+
+    Returns (W, RidgeResult).
+    """
+    batch = inputs.as_batch(X, Y, lam, name="ridge_implicit")
+
+    @custom_root(ridge_optimality, _ridge_linear_solve)
+    def solve(X, Y3, lam):
+        result = ridge(X, Y3, lam)
+        return result.W, result
+
+    W3, result = solve(batch.X, batch.Y, batch.lam)
+    W = inputs.restore_output_shape(W3, batch.single_output)
+    return W, result._replace(W=W)

@@ -12,7 +12,7 @@ With V(L) = F^T (Y - L) [m, k] and L [n, k] with rows on the simplex:
     D(L) = <L, Y> + 1/(2 lam2) sum_j ||BST(V_j, lam1)||^2,    P* = n - min_L D(L),
     W(L)_j = BST(V_j, lam1) / lam2,    gap(L) = P(W(L)) + D(L) - n >= 0
 
-(paper eq. 10 with the factor 1/2 its text drops; ARCHITECTURE.md). The
+(paper eq. 10 with the factor 1/2 of the conjugate written out; docs/math.md). The
 optional `smoothing` rho adds rho/(2 lam2) ||L - Y||^2 to D, which smooths
 the hinge in the primal (the authors' `dual_reg`): each max_l becomes
 max_{u in simplex} <u, z_i> - rho/(2 lam2) ||u - y_i||^2.
@@ -21,12 +21,19 @@ D is smooth with a (||F||_2^2 + rho) / lam2 - Lipschitz gradient
 grad D(L) = Y - F W(L) + rho/lam2 (L - Y); the solver is FISTA with exact
 row-wise simplex projections and function-value restarts (O'Donoghue &
 Candes 2015), stopping per episode when gap <= tol * n (P(0) = n).
+
+Eager calls refuse a NaN or inf in F, Y, lam1, lam2 (or the warm start) with a ValueError
+naming it; traced calls give such an episode, and one with lam1 < 0 or lam2 <= 0 or whose
+gap is not finite, a NaN W and dual and converged = False (README, "Error contract").
 """
 
+import functools
 from typing import NamedTuple
 
 import tensorflow as tf
 
+from sdis_tf.implicit import custom_root, dense_solve
+from sdis_tf.solvers import inputs
 from sdis_tf.solvers.prox import block_soft_threshold, safe_norm, simplex_projection
 
 
@@ -56,17 +63,18 @@ def _as_problem(F, Y, lam1, lam2, smoothing, name):
     if Y.shape.rank != 3 or not Y.shape[:2].is_compatible_with(F.shape[:2]):
         raise ValueError(f"{name}: Y must be one-hot [T, n, k] matching F [T, n, m], got "
                          f"{Y.shape} and {F.shape}.")
+    if Y.shape[2] is not None and Y.shape[2] < 2:
+        raise ValueError(f"{name}: Y must be one-hot over k >= 2 classes, got shape {Y.shape}.")
+    inputs.check_finite(name, F=F, Y=Y)
     values = {}
     for field, value in (("lam1", lam1), ("lam2", lam2)):
         value = tf.cast(tf.convert_to_tensor(value, dtype_hint=F.dtype), F.dtype)
         if value.shape.rank not in (0, 1):
             raise ValueError(f"{name}: {field} must be a scalar or [T], got shape {value.shape}.")
-        if tf.executing_eagerly():
-            bad = value < 0 if field == "lam1" else value <= 0
-            if bool(tf.reduce_any(bad)):
-                raise ValueError(f"{name}: {field} must be {'>= 0' if field == 'lam1' else '> 0'}, "
-                                 f"got {value.numpy()}.")
-        values[field] = tf.broadcast_to(value, tf.shape(F)[:1])[:, None, None]
+        value = tf.broadcast_to(value, tf.shape(F)[:1])
+        inputs.check_finite(name, **{field: value})
+        inputs.check_nonnegative(name, positive=field == "lam2", **{field: value})
+        values[field] = value[:, None, None]
     if not isinstance(smoothing, (int, float)) or smoothing < 0:
         raise ValueError(f"{name}: smoothing must be a number >= 0, got {smoothing!r}.")
     return _Problem(F, Y, values["lam1"], values["lam2"], tf.constant(smoothing, F.dtype))
@@ -117,8 +125,12 @@ def _small_gram(F):
 
 
 def _lipschitz(p):
-    """(sigma_max(F)^2 + rho) / lam2 per episode [T, 1, 1]."""
-    top = tf.reduce_max(tf.linalg.eigvalsh(_small_gram(p.F)), axis=-1)
+    """(sigma_max(F)^2 + rho) / lam2 per episode [T, 1, 1]; NaN where F^T F is not finite
+    (NaN or inf in F, or overflow), which the eigensolver is never given."""
+    gram = _small_gram(p.F)
+    finite = inputs.finite_tasks(gram)
+    top = tf.reduce_max(tf.linalg.eigvalsh(inputs.where_tasks(finite, gram, 0.0)), axis=-1)
+    top = inputs.where_tasks(finite, top)
     return ((top + p.rho) / p.lam2[:, 0, 0])[:, None, None]
 
 
@@ -134,13 +146,27 @@ def _wrong_class_uniform(Y):
     return (1.0 - Y) / (k - 1.0)
 
 
+def _valid_episodes(p, L0):
+    """[T] bool: finite inputs, lam1 >= 0 and lam2 > 0 (what a traced solve accepts)."""
+    return (inputs.valid_tasks(p.F, p.Y, L0, p.lam1, p.lam2, nonnegative=(p.lam1,))
+            & (p.lam2[:, 0, 0] > 0))
+
+
 def _fista(p, L0, tol, max_iter):
+    """FISTA on the dual from L0 -> (L, gap, iterations, converged), episodes frozen once done.
+
+    Only the episodes of `_valid_episodes` with a finite gap run (the others get a NaN L);
+    converged needs the gap finite and <= tol * n (never with tol = 0, which runs all
+    max_iter iterations).
+    """
     n = tf.cast(tf.shape(p.F)[1], p.F.dtype)
     step = 1.0 / _lipschitz(p)
     gap, _ = _gap(L0, p)
     # tol = 0 runs exactly max_iter iterations (a gap rounded to 0 does not stop it).
-    unfinished = lambda gap: (gap > tol * n) | (tol == 0)
-    active = unfinished(gap)
+    unfinished = lambda gap: ~(gap <= tol * n) | (tol == 0)
+    runs = lambda gap: unfinished(gap) & tf.math.is_finite(gap)
+    valid = _valid_episodes(p, L0)
+    active = valid & runs(gap)
     dual_value = _dual_objective(L0, _weights(L0, p), p)
     momentum = tf.ones_like(gap)
     iterations = tf.zeros_like(active, tf.int32)
@@ -158,20 +184,23 @@ def _fista(p, L0, tol, max_iter):
         momentum = keep(tf.where(restart, tf.ones_like(momentum), next_momentum), momentum)
         dual_value, gap = keep(new_value, dual_value), keep(new_gap, gap)
         iterations = keep(tf.fill(tf.shape(iterations), i + 1), iterations)
-        return i + 1, L, Z, momentum, dual_value, gap, iterations, active & unfinished(gap)
+        return i + 1, L, Z, momentum, dual_value, gap, iterations, active & runs(gap)
 
     _, L, _, _, _, gap, iterations, active = tf.while_loop(
         lambda i, *state: (i < max_iter) & tf.reduce_any(state[-1]),
         body, (0, L0, L0, momentum, dual_value, gap, iterations, active),
         maximum_iterations=max_iter)
-    return L, gap, iterations, ~active
+    usable = valid & tf.math.is_finite(gap)
+    converged = usable & ~unfinished(gap) & inputs.finite_tasks(L)
+    return inputs.where_tasks(usable, L), inputs.where_tasks(valid, gap), iterations, converged
 
 
 @tf.function(jit_compile=True)
 def _solve_compiled(F, Y, lam1, lam2, rho, L0, tol, max_iter):
     p = _Problem(F, Y, lam1, lam2, rho)
     L, gap, iterations, converged = _fista(p, L0, tol, max_iter)
-    return SVMResult(tf.transpose(_weights(L, p), [0, 2, 1]), L, gap, iterations, converged)
+    W = tf.transpose(_weights(L, p), [0, 2, 1])
+    return SVMResult(W, L, gap, iterations, converged & inputs.finite_tasks(W))
 
 
 def svm_dual(F, Y, lam1, lam2, *, tol=1e-6, max_iter=2000, smoothing=0.0, dual0=None):
@@ -189,14 +218,23 @@ def svm_dual(F, Y, lam1, lam2, *, tol=1e-6, max_iter=2000, smoothing=0.0, dual0=
       dual0: optional warm start [T, n, k] (rows projected onto the simplex);
         default: uniform over the wrong classes.
     Returns:
-      SVMResult(W [T, k, m], dual [T, n, k], gap [T], iterations [T], converged [T]).
+      SVMResult(W [T, k, m], dual [T, n, k], gap [T], iterations [T], converged [T]);
+      converged needs a finite gap <= tol * n and a finite W.
+    Raises:
+      ValueError: bad shapes or options; eagerly also a NaN or inf in F, Y, lam1, lam2 or
+        dual0, lam1 < 0 or lam2 <= 0.
     """
     p = _as_problem(F, Y, lam1, lam2, smoothing, "svm_dual")
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"svm_dual: tol must be a number >= 0, got {tol!r}.")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"svm_dual: max_iter must be an integer >= 0, got {max_iter!r}.")
-    L0 = _wrong_class_uniform(p.Y) if dual0 is None else simplex_projection(tf.cast(dual0, p.F.dtype))
+    if dual0 is None:
+        L0 = _wrong_class_uniform(p.Y)
+    else:
+        dual0 = tf.cast(dual0, p.F.dtype)
+        inputs.check_finite("svm_dual", dual0=dual0)
+        L0 = simplex_projection(dual0)
     return _solve_compiled(p.F, p.Y, p.lam1, p.lam2, p.rho, L0, tol, max_iter)
 
 
@@ -271,10 +309,11 @@ def svm_lambda_max(F, Y, *, rtol=1e-2, max_iter=1000, with_bound=False):
       max_iter: iteration budget.
       with_bound: also return the certified lower bound.
     """
-    F = tf.convert_to_tensor(F)
-    Y = tf.cast(tf.convert_to_tensor(Y), F.dtype)
-    bounds = LambdaMax(*_lambda_max_compiled(F, Y, tf.constant(rtol, F.dtype),
+    p = _as_problem(F, Y, 0.0, 1.0, 0.0, "svm_lambda_max")
+    bounds = LambdaMax(*_lambda_max_compiled(p.F, p.Y, tf.constant(rtol, p.F.dtype),
                                              tf.constant(max_iter)))
+    valid = inputs.valid_tasks(p.F, p.Y)
+    bounds = LambdaMax(*(inputs.where_tasks(valid, bound) for bound in bounds))
     return bounds if with_bound else bounds.value
 
 
@@ -283,8 +322,9 @@ def _lambda_max_compiled(F, Y, rtol, max_iter):
     dtype = F.dtype
     n = tf.cast(tf.shape(F)[1], dtype)
 
-    def upper(L):                                                     # max_j ||V_j(L)||
-        return tf.reduce_max(safe_norm(tf.linalg.matmul(F, Y - L, transpose_a=True), -1), -1)
+    def upper(L):                                          # max_j ||V_j(L)|| (0 if m = 0)
+        norms = safe_norm(tf.linalg.matmul(F, Y - L, transpose_a=True), -1)
+        return tf.maximum(tf.reduce_max(norms, -1), tf.zeros([], dtype))
 
     def lower(Z):                                                     # min_{L in A} <Z, V(L)>
         G = tf.linalg.matmul(F, Z)                                    # [T, n, k]
@@ -338,3 +378,29 @@ def svm_dual_unrolled(F, Y, lam1, lam2, *, iterations, smoothing=0.0):
     p = _as_problem(F, Y, lam1, lam2, smoothing, "svm_dual_unrolled")
     L, _, _, _ = _fista(p, _wrong_class_uniform(p.Y), 0.0, iterations)  # tol 0: all iterations
     return tf.transpose(_weights(L, p), [0, 2, 1])
+
+
+def svm_implicit(F, Y, lam1, lam2, *, smoothing=0.0, **solver_kwargs):
+    """`solvers.svm_dual` with gradients w.r.t. F, Y, lam1, lam2 by implicit differentiation.
+
+    The dual optimum L* is the fixed point L = P_simplex(L - s grad D(L)) for
+    any step s > 0 (s = 1/Lipschitz under stop-gradient); the system is solved
+    densely (`dense_solve`, d = n k unknowns). W = BST(F^T (Y - L*), lam1) /
+    lam2 is then differentiated by ordinary autodiff, through L* and directly.
+    Returns (W [T, k, m], SVMResult).
+    """
+    p = _as_problem(F, Y, lam1, lam2, smoothing, "svm_implicit")
+    F, Y, lam1, lam2 = p.F, p.Y, p.lam1[:, 0, 0], p.lam2[:, 0, 0]
+    step = tf.stop_gradient(dual_step_size(F, lam2, smoothing))
+
+    def optimality(L, F, Y, lam1, lam2):
+        return svm_fixed_point_residual(L, F, Y, lam1, lam2, step, smoothing)
+
+    @custom_root(optimality, functools.partial(dense_solve, optimality))
+    def solve(F, Y, lam1, lam2):
+        result = svm_dual(F, Y, lam1, lam2, smoothing=smoothing, **solver_kwargs)
+        return result.dual, result
+
+    dual, result = solve(F, Y, lam1, lam2)
+    W = primal_from_dual(dual, F, Y, lam1, lam2)
+    return W, result._replace(W=tf.stop_gradient(W), dual=dual)

@@ -45,25 +45,19 @@ OuterPenalty = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 """penalty(W [T, m], F_s [T, n, m], y_s [T, n]) -> [T], added to each task's outer loss."""
 
 
-def predictions(features: tf.Tensor, W: tf.Tensor) -> tf.Tensor:
-    """y_hat = F W per task: F [T, n, m], W [T, m] -> [T, n] (or W [T, m, k] -> [T, n, k])."""
-    if W.shape.rank == 2:
-        return tf.einsum("tnm,tm->tn", features, W)
-    return tf.einsum("tnm,tmk->tnk", features, W)
-
-
 def task_losses(head: keras.layers.Layer, features_support, y_support,
                 features_query=None, y_query=None) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-task outer losses 1/(2 n_q) ||y_q - F_q W_t||^2 [T] and the weights W [T, m].
 
-    W_t = head((F_s, y_s)). Without a query set the loss uses the support set.
+    W_t is the head's inner solution on (F_s, y_s) (`sdis_tf.heads`, `solve`). Without a
+    query set the loss uses the support set.
     """
-    W = head((features_support, y_support))
     if features_query is None:
         features_query, y_query = features_support, y_support
-    residual = y_query - predictions(features_query, W)
+    solution = head.solve((features_support, y_support, features_query))
+    residual = y_query - solution.predictions
     axes = list(range(1, residual.shape.rank))
-    return 0.5 * tf.reduce_mean(tf.square(residual), axis=axes), W
+    return 0.5 * tf.reduce_mean(tf.square(residual), axis=axes), solution.weights
 
 
 def encode_tasks(encode: Callable, batch: TaskBatch):
@@ -73,6 +67,14 @@ def encode_tasks(encode: Callable, batch: TaskBatch):
     n_support = tf.shape(batch.x_support)[1]
     features = encode(tf.concat([batch.x_support, batch.x_query], axis=1))
     return features[:, :n_support], features[:, n_support:]
+
+
+def validation_loss(encoder: keras.Model, head: keras.layers.Layer, batch: TaskBatch) -> tf.Tensor:
+    """The outer loss averaged over the tasks of `batch`, the encoder in inference mode:
+    the validation loss (it never looks at the true factors)."""
+    f_s, f_q = encode_tasks(lambda x: encoder(x, training=False), batch)
+    losses, _ = task_losses(head, f_s, batch.y_support, f_q, batch.y_query)
+    return tf.reduce_mean(losses)
 
 
 class BilevelTrainer:
@@ -93,7 +95,7 @@ class BilevelTrainer:
 
     Args:
       encoder: a built Keras model (see the encoder contract above).
-      head: the inner-problem layer, `(features, targets) -> W`.
+      head: the inner-problem head (`sdis_tf.heads`; its `solve` gives W and the predictions).
       optimizer: a built Keras optimizer for `encoder.trainable_variables`.
       strategy: the tf.distribute strategy the variables live in.
       sample_batch: step -> global TaskBatch (T tasks), stateless in the step;

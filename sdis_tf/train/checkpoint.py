@@ -14,14 +14,25 @@ be distributed); only the chief writes into the run directory, the others
 into a scratch directory that is deleted after each save. Every worker restores
 from the chief's directory (a file system shared by the workers is assumed,
 as in the TensorFlow multi-worker guide).
+
+A checkpoint can still be damaged after it was written (a full disk, a copy cut
+short): `restore` then warns with one line naming the unreadable checkpoint and
+restores the newest intact one. Nothing is deleted; the damaged files are
+replaced when training reaches their step again.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import tensorflow as tf
+from absl import logging
+
+
+class NoIntactCheckpointError(RuntimeError):
+    """Checkpoints exist but none of them can be read."""
 
 
 class Checkpointer:
@@ -47,23 +58,57 @@ class Checkpointer:
         self._manager = tf.train.CheckpointManager(
             self._checkpoint, self._write_dir, max_to_keep=max_to_keep)
 
+        self._restored = None  # the checkpoint restored when it is not the newest on disk
+
     @property
     def latest(self) -> str | None:
-        """The path prefix of the latest checkpoint in `directory`, or None."""
-        return tf.train.latest_checkpoint(self.directory)
+        """The path prefix of the newest checkpoint this run stands on, or None."""
+        return self._restored or tf.train.latest_checkpoint(self.directory)
+
+    def checkpoints(self) -> list[str]:
+        """Path prefixes of the checkpoints in `directory`, oldest first (by step)."""
+        state = tf.train.get_checkpoint_state(self.directory)
+        listed = set(state.all_model_checkpoint_paths) if state else set()
+        found = {path[:-len(".index")] for path in tf.io.gfile.glob(
+            os.path.join(self.directory, "ckpt-*.index"))}
+        paths = {p if os.path.isabs(p) else os.path.join(self.directory, p)
+                 for p in listed | found}
+        number = lambda path: int(re.search(r"(\d+)$", path).group(1))  # noqa: E731
+        return sorted((p for p in paths if re.search(r"ckpt-\d+$", p)), key=number)
 
     def restore(self) -> int:
-        """Restores the latest checkpoint if there is one; returns the step (0 if none)."""
-        latest = self.latest
-        if latest:
-            self._checkpoint.restore(latest).assert_existing_objects_matched()
-        return int(self.step.numpy())
+        """Restores the newest intact checkpoint; returns its step (0 if there is none).
+
+        An unreadable checkpoint (truncated or corrupt `.index` / `.data`) gets one
+        warning line and the next older one is tried.
+
+        Raises:
+          NoIntactCheckpointError: there are checkpoints and none can be read.
+        """
+        candidates = self.checkpoints()
+        for path in reversed(candidates):
+            try:
+                self._checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else \
+                    type(error).__name__
+                logging.warning("checkpoint %s is unreadable (%s); trying an older one",
+                                path, reason)
+                continue
+            self._restored = path if path != candidates[-1] else None
+            return int(self.step.numpy())
+        if candidates:
+            raise NoIntactCheckpointError(
+                f"no intact checkpoint in {self.directory} ({len(candidates)} unreadable); "
+                "move that directory aside to train from the start")
+        return 0
 
     def save(self, step: int, elapsed: float) -> str:
         """Saves a checkpoint at `step` with `elapsed` training seconds; returns its path."""
         self.step.assign(step)
         self.elapsed.assign(elapsed)
         path = self._manager.save(checkpoint_number=step)
+        self._restored = None
         if not self._chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return path

@@ -6,14 +6,17 @@ run does no training. Around the steps it
 
 - evaluates every `eval_every_steps` (and at steps 0 and total), appending
   one record to metrics.jsonl (train/ metrics of the last step, eval/ metrics)
-  and writing TensorBoard summaries;
+  and writing TensorBoard summaries; a non-finite evaluation metric (scores
+  of a degenerate model) is recorded as NaN / inf, with one warning line the
+  first time each metric is non-finite, and training goes on;
 - checkpoints every `checkpoint_every_steps` and at the end;
 - logs a progress line at least every `log_every_seconds`;
 - on SIGTERM or SIGINT finishes the current step, checkpoints and raises
-  `Interrupted` (main.py turns it into a clean exit);
+  `Interrupted` (sdis_tf.cli turns it into a clean exit);
 - on a non-finite train metric (loss, gradient norm) raises
-  `NonFiniteError` naming the step, without checkpointing, so the latest
-  checkpoint on disk is the last good state.
+  `NonFiniteError` (one line naming the step and the last checkpoint),
+  without checkpointing, so the latest checkpoint on disk is the last good
+  state.
 """
 
 from __future__ import annotations
@@ -72,6 +75,16 @@ def _stop_on_signals(signums=(signal.SIGTERM, signal.SIGINT)):
             signal.signal(s, handler)
 
 
+def _warn_non_finite(step: int, metrics: Mapping[str, float], warned: set, name: str) -> None:
+    """Logs one warning naming the metrics non-finite for the first time (added to `warned`)."""
+    new = sorted(k for k, v in metrics.items() if k not in warned and not math.isfinite(v))
+    if new:
+        warned.update(new)
+        logging.warning("%snon-finite %s at step %d: recorded as is, training continues "
+                        "(warned once per metric)", f"[{name}] " if name else "",
+                        ", ".join(f"{k}={metrics[k]}" for k in new), step)
+
+
 def fit(*, train_step: TrainStep, evaluate: Evaluate, checkpointer: Checkpointer,
         rundir: RunDir, total_steps: int, eval_every_steps: int,
         checkpoint_every_steps: int, log_every_seconds: float = 30.0,
@@ -94,10 +107,13 @@ def fit(*, train_step: TrainStep, evaluate: Evaluate, checkpointer: Checkpointer
     def elapsed():
         return elapsed_before + time.monotonic() - clock_start
 
+    warned: set[str] = set()
+
     def record(step, train_metrics):
         scalars, images = evaluate()
         metrics = {**{f"train/{k}": v for k, v in train_metrics.items()},
                    **{f"eval/{k}": v for k, v in scalars.items()}}
+        _warn_non_finite(step, metrics, warned, name)
         rundir.write_summaries(step, metrics, {f"eval/{k}": v for k, v in images.items()})
         return rundir.append_metrics(step, time.time(), {"elapsed": elapsed(), **metrics})
 

@@ -12,11 +12,11 @@ with label smoothing smooth(y) = (1 - s) onehot(y) + s (1 - onehot(y)) / (k - 1)
 (MetaOptNet's). The gradient reaches the backbone through the head's
 implicit (SVM), closed-form (ridge) or direct (prototypes) differentiation.
 The learnable logit scale of the head is trained without weight decay
-(MetaOptNet decayed it, REFERENCE_NOTES section 4.13).
+(MetaOptNet decayed it).
 
-Heads share one call contract, `head((F_s, y_s, F_q)) -> logits [T, q, k]`:
-`layers.SparseSVMHead` (sparse or, with lam1 = 0, dense SVM), and the
-baselines `PrototypeHead` and `RidgeClassifierHead` below.
+The head is any classification head of `sdis_tf.heads` (sparse or dense SVM,
+ridge classifier, prototypes): `head.solve((F_s, y_s, F_q))` gives the logits
+and the features each episode uses.
 
 Support and query images of all T episodes go through the backbone as one
 batch (BatchNorm statistics over the whole batch). Backbones map
@@ -36,11 +36,9 @@ from typing import Callable, NamedTuple
 import keras
 import tensorflow as tf
 
-from sdis_tf import layers
+from sdis_tf.heads import Head
 from sdis_tf.train import distribute
 from sdis_tf.train.stateless import StatelessForward
-
-_PACKAGE = "sdis_tf"
 
 
 class EpisodeBatch(NamedTuple):
@@ -55,93 +53,6 @@ class EpisodeBatch(NamedTuple):
 
 SampleBatch = Callable[[int], EpisodeBatch]
 """sample_batch(step) -> the global EpisodeBatch of batch `step` (host side, e.g. NumPy)."""
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class PrototypeHead(keras.layers.Layer):
-    r"""Prototypical-network head: logits_tqk = -scale ||F_q,tq - c_tk||^2 / m.
-
-    c_tk is the mean support feature of class k in episode t (Snell et al.
-    2017); the 1/m keeps the initial logits O(1) for any feature size (the
-    learnable scale, init `scale`, then adapts them, as in MetaOptNet).
-    Input: (support [T, n, m], labels int [T, n], query [T, q, m]). Output: [T, q, k].
-    """
-
-    def __init__(self, num_ways: int, *, scale: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.num_ways, self.initial_scale = num_ways, scale
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(name="scale", shape=(), trainable=True,
-                                     initializer=keras.initializers.Constant(self.initial_scale))
-
-    def call(self, inputs, training=None):
-        support, labels, query = inputs
-        onehot = tf.one_hot(labels, self.num_ways, dtype=support.dtype)           # [T, n, k]
-        counts = tf.reduce_sum(onehot, axis=1)[..., None]                          # [T, k, 1]
-        prototypes = tf.einsum("tnk,tnm->tkm", onehot, support) / tf.maximum(counts, 1.0)
-        distances = (tf.reduce_sum(tf.square(query), -1, keepdims=True)
-                     - 2.0 * tf.einsum("tqm,tkm->tqk", query, prototypes)
-                     + tf.reduce_sum(tf.square(prototypes), -1)[:, None, :])
-        m = tf.cast(tf.shape(support)[-1], support.dtype)
-        return -tf.cast(self.scale, support.dtype) * distances / m
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[2][0], input_shape[2][1], self.num_ways)
-
-    def get_config(self):
-        return {**super().get_config(), "num_ways": self.num_ways, "scale": self.initial_scale}
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class RidgeClassifierHead(keras.layers.Layer):
-    r"""Ridge regression onto one-hot labels (R2D2 / MetaOptNet-RR): logits = scale Q W.
-
-    W_t = argmin_W 1/(2n) ||onehot(y_t) - F_t W||_F^2 + lam/2 ||W||_F^2 (`layers.RidgeHead`),
-    [T, m, k]. MetaOptNet's lam = 50 on the unnormalised ||.||^2 is lam = 50 / n here.
-    Input: (support [T, n, m], labels int [T, n], query [T, q, m]). Output: [T, q, k].
-    """
-
-    def __init__(self, num_ways: int, *, lam: float = 1.0, scale: float = 1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.num_ways, self.lam, self.initial_scale = num_ways, lam, scale
-        self.ridge = layers.RidgeHead(lam=lam)
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(name="scale", shape=(), trainable=True,
-                                     initializer=keras.initializers.Constant(self.initial_scale))
-
-    def call(self, inputs, training=None):
-        support, labels, query = inputs
-        W = self.ridge((support, tf.one_hot(labels, self.num_ways, dtype=support.dtype)))
-        return tf.cast(self.scale, support.dtype) * tf.einsum("tqm,tmk->tqk", query, W)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[2][0], input_shape[2][1], self.num_ways)
-
-    def get_config(self):
-        return {**super().get_config(), "num_ways": self.num_ways, "lam": self.lam,
-                "scale": self.initial_scale}
-
-
-class HeadOutput(NamedTuple):
-    """logits [T, q, k]; used [T, m] bool (features with W_:j != 0; all True for dense heads)."""
-
-    logits: tf.Tensor
-    used: tf.Tensor
-
-
-def head_output(head: keras.layers.Layer, support, labels, query) -> HeadOutput:
-    """Query logits and each episode's used features (only an SVM head has a support)."""
-    if isinstance(head, layers.SparseSVMHead):
-        if not head.built:
-            head.build((support.shape, labels.shape, query.shape))
-        W, _ = head.solve((support, labels, query))                                 # [T, k, m]
-        logits = tf.cast(head.scale, W.dtype) * tf.einsum("tqm,tkm->tqk", query, W)
-        return HeadOutput(logits, tf.reduce_any(tf.not_equal(W, 0.0), axis=1))
-    logits = head((support, labels, query))
-    return HeadOutput(logits, tf.ones(tf.stack([tf.shape(support)[0], tf.shape(support)[2]]),
-                                      tf.bool))
 
 
 def smoothed_cross_entropy(labels, logits, smoothing: float):
@@ -162,16 +73,17 @@ def encode_episodes(encode: Callable, support, query):
     return (tf.reshape(features[:T * n], [T, n, m]), tf.reshape(features[T * n:], [T, q, m]))
 
 
-def episode_metrics(backbone: keras.Model, head: keras.layers.Layer, batch: EpisodeBatch):
+def episode_metrics(backbone: keras.Model, head: Head, batch: EpisodeBatch):
     """Inference-mode evaluation of T episodes.
 
-    Returns (accuracy [T] on the queries, used [T, m] bool features with W_:j != 0).
+    Returns (accuracy [T] on the queries, used [T, m] bool: the features with W_j != 0).
     """
     encode = lambda x: backbone(x, training=False)
     f_s, f_q = encode_episodes(encode, batch.support, batch.query)
-    out = head_output(head, f_s, batch.support_labels, f_q)
-    correct = tf.equal(tf.argmax(out.logits, -1, output_type=tf.int32), batch.query_labels)
-    return tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1), out.used
+    solution = head.solve((f_s, batch.support_labels, f_q))
+    correct = tf.equal(tf.argmax(solution.predictions, -1, output_type=tf.int32),
+                       batch.query_labels)
+    return tf.reduce_mean(tf.cast(correct, tf.float32), axis=-1), solution.used_features
 
 
 class MetaTrainer:
@@ -182,7 +94,7 @@ class MetaTrainer:
 
     Args:
       backbone: built Keras model [B, H, W, C] -> [B, m].
-      head: built episode head, (F_s, y_s, F_q) -> logits.
+      head: built classification head of `sdis_tf.heads`, (F_s, y_s, F_q) -> logits.
       optimizer: Keras optimizer for `backbone.trainable_variables + head.trainable_variables`.
       strategy: the tf.distribute strategy.
       sample_batch: step -> global EpisodeBatch (T episodes).
@@ -192,7 +104,7 @@ class MetaTrainer:
       jit_compile: XLA-compile the loss and gradient computation.
     """
 
-    def __init__(self, backbone: keras.Model, head: keras.layers.Layer,
+    def __init__(self, backbone: keras.Model, head: Head,
                  optimizer: keras.optimizers.Optimizer, strategy: tf.distribute.Strategy,
                  sample_batch: SampleBatch, *, num_episodes: int, weight_decay: float = 0.0,
                  label_smoothing: float = 0.0, jit_compile: bool = False):
@@ -217,17 +129,19 @@ class MetaTrainer:
         with tf.GradientTape() as tape:
             tape.watch(trainable)
             f_s, f_q = encode_episodes(encode, batch.support, batch.query)
-            out = head_output(self.head, f_s, batch.support_labels, f_q)
-            losses = smoothed_cross_entropy(batch.query_labels, out.logits, self.label_smoothing)
+            solution = self.head.solve((f_s, batch.support_labels, f_q))
+            losses = smoothed_cross_entropy(batch.query_labels, solution.predictions,
+                                            self.label_smoothing)
             data_loss = tf.reduce_sum(tf.reduce_mean(losses, axis=-1)) / self.num_episodes
             replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             decay = 0.5 * self.weight_decay * tf.add_n(
                 [tf.reduce_sum(tf.square(w)) for w in trainable]) / replicas
             loss = data_loss + decay
         grads = tape.gradient(loss, list(trainable) + head_variables)
-        correct = tf.equal(tf.argmax(out.logits, -1, output_type=tf.int32), batch.query_labels)
+        correct = tf.equal(tf.argmax(solution.predictions, -1, output_type=tf.int32),
+                           batch.query_labels)
         accuracy = tf.reduce_sum(tf.reduce_mean(tf.cast(correct, tf.float32), -1))
-        used = tf.reduce_sum(tf.reduce_mean(tf.cast(out.used, tf.float32), -1))
+        used = tf.reduce_sum(tf.reduce_mean(tf.cast(solution.used_features, tf.float32), -1))
         return (data_loss, grads, encode.state,
                 {"accuracy": accuracy / self.num_episodes,
                  "features_used": used / self.num_episodes})

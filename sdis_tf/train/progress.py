@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Callable, Mapping
 
@@ -18,6 +19,11 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
+
+
+def _format(value) -> str:
+    """4 significant digits for numbers (nan and inf included), str() for anything else."""
+    return f"{value:.4g}" if isinstance(value, numbers.Real) else str(value)
 
 
 class Progress:
@@ -45,13 +51,16 @@ class Progress:
         self._reference = None  # (step, time) of the first update
 
     def line(self, step: int, metrics: Mapping[str, float]) -> str:
-        """The progress line for `step` with `metrics`."""
+        """The progress line for `step` with `metrics`: the run-level ones ("train/loss",
+        "eval/mcc"); per-factor scores ("eval/mcc/<factor>") stay in metrics.jsonl and
+        TensorBoard."""
         rate_text = eta_text = "?"
         if self._reference is not None and step > self._reference[0]:
             rate = (step - self._reference[0]) / max(self._clock() - self._reference[1], 1e-9)
             rate_text = f"{rate:.2f}"
             eta_text = format_duration((self.total_steps - step) / rate)
-        values = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        values = " ".join(f"{k}={_format(v)}" for k, v in sorted(metrics.items())
+                          if k.count("/") < 2)
         prefix = f"[{self.name}] " if self.name else ""
         return (f"{prefix}step {step}/{self.total_steps} "
                 f"({100.0 * step / max(self.total_steps, 1):.0f}%), {rate_text} steps/s, "

@@ -6,23 +6,30 @@
       result.json      written last: the run is finished and is not redone
       tensorboard/     TensorBoard event files (scalars, images)
       checkpoints/     tf.train.CheckpointManager files (see checkpoint.py)
+      .lock            locked by the process running the run (see lock.py)
 
-Every file is written atomically: to a temporary file in the same directory,
-then `os.replace`d, so a crash (even SIGKILL) never leaves half a file. Only
-the chief process writes (`chief=False` makes every write a no-op).
+Every file is written atomically (`atomic_write`, `save_figure`): to a
+temporary file in the same directory, then `os.replace`d, so a crash (even
+SIGKILL) never leaves half a file. Files get the permissions of an ordinary
+`open` (0666 minus the umask: 0644 under umask 022). Only the chief process
+writes (`chief=False` makes every write a no-op).
+
+Non-finite numbers (a metric of an untrained or degenerate model) are written
+as JSON's common extension `NaN`, `Infinity`, `-Infinity`, which Python's
+`json.loads` (and `read_metrics`, `result`) read back as floats.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import math
 import os
-import tempfile
+import uuid
 from typing import Any, Mapping
 
+import numpy as np
 import tensorflow as tf
 
-from sdis_tf.train import distribute
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -34,14 +41,20 @@ RESUMABLE_KEYS = frozenset({"distribute", "tpu", "log_every_seconds"})
 """Top-level config keys a rerun may change (the hardware, the log cadence)."""
 
 
-def atomic_write(path: str, text: str) -> None:
-    """Writes `text` to `path` via a temporary file and a rename."""
+def atomic_write(path: str, data: str | bytes) -> None:
+    """Writes `data` (text as UTF-8, or bytes) to `path` via a temporary file and a rename.
+
+    The temporary file is created as `open` would (mode 0666 minus the umask), in
+    the directory of `path` (created if missing); on any error it is removed and
+    an existing `path` is left as it was.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,44 +64,41 @@ def atomic_write(path: str, text: str) -> None:
         raise
 
 
-def save_figure(fig, path: str, dpi: int = 100) -> str:
-    """Saves a matplotlib figure to `path` (PNG) atomically and closes it; returns `path`."""
-    import matplotlib.pyplot as plt  # only the experiments that plot need it
+def save_figure(figure, path: str, dpi: int = 100) -> str:
+    """Writes a PNG atomically (`atomic_write`); returns `path`.
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    Args:
+      figure: a matplotlib figure (rendered at `dpi`, then closed), or a uint8
+        image `[H, W]`, `[H, W, 1]`, `[H, W, 3]` or `[H, W, 4]` (written as is).
+      path: the PNG file.
+      dpi: the resolution of a matplotlib figure.
+    """
+    if hasattr(figure, "savefig"):
+        import matplotlib.pyplot as plt  # only the experiments that plot need it
+
+        buffer = io.BytesIO()
+        try:
+            figure.savefig(buffer, format="png", dpi=dpi)
+        finally:
+            plt.close(figure)
+        png = buffer.getvalue()
+    else:
+        image = np.asarray(figure)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+                image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+            raise ValueError(f"save_figure takes a matplotlib figure or a uint8 image [H, W] "
+                             f"or [H, W, 1 | 3 | 4]; got {image.dtype} {image.shape}")
+        png = tf.io.encode_png(image if image.ndim == 3 else image[..., None]).numpy()
+    atomic_write(path, png)
     return path
 
 
-def open_run(config: Mapping, workdir: str):
-    """The start of every experiment's `run`: (strategy, chief, RunDir with config.json written).
-
-    The `tf.distribute` strategy comes from `config["distribute"]`; only the chief
-    writes into `workdir`.
-    """
-    strategy = distribute.create_strategy(config["distribute"])
-    chief = distribute.is_chief(strategy)
-    rundir = RunDir(workdir, chief=chief)
-    rundir.write_config(config)
-    return strategy, chief, rundir
+_NON_FINITE_TEXT = ("nan", "inf", "-inf")
 
 
 def _json_value(value: Any) -> Any:
-    """Python floats for JSON; non-finite numbers become strings ("nan", "inf")."""
-    value = float(value) if hasattr(value, "__float__") else value
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    """Python floats for JSON (non-finite ones stay floats: written as NaN / Infinity)."""
+    return float(value) if hasattr(value, "__float__") else value
 
 
 class ConfigMismatchError(ValueError):
@@ -138,12 +148,18 @@ class RunDir:
             atomic_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def read_metrics(self) -> list[dict]:
-        """The evaluations recorded so far, oldest first."""
+        """The evaluations recorded so far, oldest first.
+
+        Non-finite values come back as floats, whether written as NaN / Infinity
+        or as the strings "nan", "inf", "-inf".
+        """
         path = self.path(METRICS)
         if not os.path.exists(path):
             return []
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            records = [json.loads(line) for line in f if line.strip()]
+        return [{k: float(v) if v in _NON_FINITE_TEXT else v for k, v in r.items()}
+                for r in records]
 
     def truncate_metrics(self, step: int) -> None:
         """Drops evaluations after `step` (written after the checkpoint we resume from)."""

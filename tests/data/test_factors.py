@@ -35,7 +35,7 @@ def _dsprites(path, rows=None):
 
 def test_dsprites_npz_drops_colour_and_keeps_binary_images(tmp_path, caplog):
     imgs, values = _dsprites(tmp_path / "dsprites.npz")
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")  # absl sets its own level once flags are parsed
     data = factors.load_factor_dataset(tmp_path / "dsprites.npz")
     assert "dropping constant factor(s) color" in caplog.text
     assert data.layout == "dsprites"
@@ -119,13 +119,14 @@ def test_incomplete_grid_latents_and_sampler(tmp_path):
     np.savez(tmp_path / "part.npz", images=np.zeros((6, 2, 2, 1), np.uint8), factors=values)
     data = factors.load_factor_dataset(tmp_path / "part.npz")
     assert not data.complete_grid
-    np.testing.assert_allclose(factors.grid_gaps(data.grid), [0.5, 1.0])   # uneven: min step
-    jittered = factors.make_latents(data, alpha=1.0, seed=3)
+    np.testing.assert_allclose(latents.grid_gaps(data.grid), [0.5, 1.0])   # uneven: min step
+    jittered = latents.make_latents(data.factors, data.grid, alpha=1.0, seed=3)
     offsets = jittered.factors - values
     assert np.all(np.abs(offsets) <= [0.25, 0.5]) and np.any(offsets != 0)
     np.testing.assert_allclose(jittered.z.mean(0), 0.0, atol=1e-12)
     np.testing.assert_allclose(jittered.z.std(0), 1.0)
-    np.testing.assert_array_equal(factors.make_latents(data, alpha=0.0).factors, values)
+    np.testing.assert_array_equal(
+        latents.make_latents(data.factors, data.grid, alpha=0.0).factors, values)
     sampler = latents.make_sampler(jittered, "harder_gauss_0.5")
     draws = sampler.sample([4, 50], tf.constant([1, 2], tf.int64)).numpy()
     assert draws.min() >= 0 and draws.max() < 6
@@ -146,7 +147,7 @@ def test_full_shapes3d_h5_goes_through_load_shapes3d(tmp_path, monkeypatch):
     assert data.complete_grid and data.grid_sizes == latents.FACTOR_SIZES
     np.testing.assert_allclose(data.images[[n - 1, 0]][:, 0, 0], [[200 / 255] * 3, [0] * 3],
                                rtol=1e-6)
-    ours = factors.make_latents(data, alpha=1.0)
+    ours = latents.make_latents(data.factors, data.grid, alpha=1.0)
     theirs = latents.make_latents(alpha=1.0)
     np.testing.assert_array_equal(ours.factors, theirs.factors)
     np.testing.assert_array_equal(ours.z, theirs.z)
@@ -190,7 +191,7 @@ def test_errors_name_file_keys_found_and_expected(tmp_path, members, message, ki
     with pytest.raises(factors.FactorFileError, match=message) as error:
         factors.load_factor_dataset(path)
     text = str(error.value)
-    assert str(path) in text
+    assert str(path) in text and "\n" not in text
     if "constant" not in message and "NaN" not in message:
         assert "keys found: " + repr(sorted(members)[0]) in text
         assert "keys expected: 'images' + 'factors'" in text
@@ -251,3 +252,40 @@ def test_truncated_files(tmp_path):
     (tmp_path / "cut.h5").write_bytes(data[:1000])
     with pytest.raises(factors.FactorFileError, match="cut.h5.*HDF5 cannot read it"):
         factors.load_factor_dataset(tmp_path / "cut.h5")
+
+
+@pytest.mark.parametrize("kind", ["npz", "h5"])
+def test_non_finite_images_are_refused_naming_the_first_row_read_in_chunks(tmp_path, kind,
+                                                                          monkeypatch):
+    images = RNG.random((40, 4, 4, 2))                   # float64, read as float32
+    images[23, 1, 2, 0] = 1e39                           # finite as float64, inf as float32
+    images[31, 0, 0, 1] = np.nan
+    path = tmp_path / f"bad.{kind}"
+    if kind == "npz":
+        np.savez(path, images=images, factors=np.arange(40.0))
+    else:
+        with h5py.File(path, "w") as f:
+            f["images"] = images
+            f["factors"] = np.arange(40.0)
+    monkeypatch.setattr(factors, "_CHUNK_BYTES", 5 * 4 * 4 * 2 * 8)   # five rows a chunk
+    rows_read = []
+    original = factors._H5Reader.read
+    monkeypatch.setattr(factors._H5Reader, "read",
+                        lambda self, indices: rows_read.append(len(indices))
+                        or original(self, indices))
+    with pytest.raises(factors.FactorFileError) as error:
+        factors.load_factor_dataset(path)
+    assert str(error.value) == (f"factor dataset {str(path)!r}: images 'images' hold NaN or "
+                                "infinite values (first in row 23; float images are read as "
+                                "float32).")
+    assert rows_read == ([] if kind == "npz" else [5] * 5)   # rows 0..24: stops at row 23
+    images[23, 1, 2, 0] = images[31, 0, 0, 1] = 0.5
+    good = tmp_path / f"good.{kind}"
+    if kind == "npz":
+        np.savez(good, images=images.astype(np.float32), factors=np.arange(40.0))
+    else:
+        with h5py.File(good, "w") as f:
+            f["images"] = images.astype(np.float32)
+            f["factors"] = np.arange(40.0)
+    np.testing.assert_array_equal(factors.load_factor_dataset(good).images[:],
+                                  images.astype(np.float32))

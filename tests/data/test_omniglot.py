@@ -1,14 +1,14 @@
-"""Tests of sdis_tf/data/omniglot.py: the real files when present, small fakes for every layout.
-
-The real files live outside the repository, at ../shared/data/omniglot from the
-repository root (here and in CI); tests that need them are skipped elsewhere.
+"""Tests of sdis_tf/data/omniglot.py: small fakes for every layout and for the download, and
+the real files (images_{background,evaluation}.npz, all_runs.zip) in the `omniglot` folder of
+the local real-data copies (the `real_data` fixture: skipped when $SDIS_TF_TEST_DATA is unset).
 """
 
 import hashlib
 import io
 import json
 import os
-import pathlib
+import urllib.error
+import urllib.request
 import zipfile
 
 import numpy as np
@@ -17,11 +17,12 @@ import tensorflow as tf
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from sdis_tf.data import fewshot, omniglot
+from sdis_tf.config_files import load_config
+from sdis_tf.data import download, fewshot, omniglot
+from sdis_tf.data.errors import DataFileError
 
-REAL = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "omniglot"
-needs_real = pytest.mark.skipif(not (REAL / "images_background.npz").exists(),
-                                reason=f"real Omniglot files not at {REAL}")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # Fake tree: (alphabet, character number) of the first six classes, in sorted order.
 TREE = [("Alpha", 1), ("Alpha", 2), ("Alpha", 10), ("Beta_(x)", 1), ("Beta_(x)", 3),
         ("Gamma", 7)]
@@ -39,29 +40,29 @@ def _png(paper, mode="1"):
 
 
 @pytest.fixture(scope="module")
-def real():
-    """Real raw npz arrays and their 28x28 loads, read once per session."""
-    if not (REAL / "images_background.npz").exists():
-        pytest.skip(f"real Omniglot files not at {REAL}")
-    raw = {split: np.load(REAL / f"images_{split}.npz")["images"] for split in omniglot.SPLITS}
-    loaded = {split: omniglot.load_omniglot(REAL, split) for split in omniglot.SPLITS}
+def real_root(real_data):
+    """The folder of the real Omniglot files."""
+    return real_data / "omniglot"
+
+
+@pytest.fixture(scope="module")
+def real(real_root):
+    """Real raw npz arrays and their 28x28 loads, read once per module."""
+    raw = {split: np.load(real_root / f"images_{split}.npz")["images"]
+           for split in omniglot.SPLITS}
+    loaded = {split: omniglot.load_omniglot(real_root, split) for split in omniglot.SPLITS}
     return raw, loaded
 
 
 @pytest.fixture(scope="module")
 def six(tmp_path_factory):
-    """bool paper [6, 20, 105, 105] of six characters (real ones when present) and their npz."""
-    if (REAL / "images_background.npz").exists():
-        paper = np.load(REAL / "images_background.npz")["images"][:6]
-    else:
-        rng = np.random.default_rng(0)
-        paper = rng.random((6, 20, 105, 105)) > 0.08
+    """bool paper [6, 20, 105, 105] of six random characters (~8% ink) and their npz."""
+    paper = np.random.default_rng(0).random((6, 20, 105, 105)) > 0.08
     path = tmp_path_factory.mktemp("npz") / "images_background.npz"
     np.savez_compressed(path, images=paper, labels=np.repeat(np.arange(6)[:, None], 20, 1))
     return paper, path
 
 
-@needs_real
 def test_real_class_counts_polarity_and_area_mean(real):
     raw, loaded = real
     for split, classes in (("background", 964), ("evaluation", 659)):
@@ -77,7 +78,6 @@ def test_real_class_counts_polarity_and_area_mean(real):
                                    atol=2e-6)
 
 
-@needs_real
 def test_real_pools_hold_no_evaluation_class(real):
     raw, _ = real
     pools = omniglot.class_pools(num_val=164, seed=0)
@@ -93,12 +93,11 @@ def test_real_pools_hold_no_evaluation_class(real):
     assert not {_digest(p) for p in pooled} & evaluation
 
 
-@needs_real
-def test_real_lake_runs_match_class_labels_and_come_from_evaluation(real):
+def test_real_lake_runs_match_class_labels_and_come_from_evaluation(real, real_root):
     raw, _ = real
-    runs = omniglot.lake_runs(REAL / "all_runs.zip", size=105)
+    runs = omniglot.lake_runs(real_root / "all_runs.zip", size=105)
     assert runs.support.shape == runs.query.shape == (20, 20, 105, 105, 1)
-    with zipfile.ZipFile(REAL / "all_runs.zip") as archive:
+    with zipfile.ZipFile(real_root / "all_runs.zip") as archive:
         for r in range(20):
             lines = archive.read(f"run{r + 1:02d}/class_labels.txt").decode().split()
             expected = [int(lines[i + 1][-6:-4]) - 1 for i in range(0, 40, 2)]
@@ -115,11 +114,11 @@ def test_real_lake_runs_match_class_labels_and_come_from_evaluation(real):
 def test_area_averaging_against_block_means_and_pil_box(six):
     paper, path = six
     ink = (~paper[:2]).astype(np.float64)
-    np.testing.assert_array_equal(omniglot.load_omniglot(path, size=105)[:2, ..., 0], ink)
+    load = lambda size: omniglot.load_omniglot(path, size=size, complete=False)
+    np.testing.assert_array_equal(load(105)[:2, ..., 0], ink)
     blocks = ink.reshape(2, 20, 35, 3, 35, 3).mean(axis=(3, 5))
-    np.testing.assert_allclose(omniglot.load_omniglot(path, size=35)[:2, ..., 0], blocks,
-                               atol=1e-6)
-    images = omniglot.load_omniglot(path, size=28)
+    np.testing.assert_allclose(load(35)[:2, ..., 0], blocks, atol=1e-6)
+    images = load(28)
     for c, d in ((0, 0), (1, 7)):
         # Exact area averaging: each pixel split into 28 x 28 sub-pixels, 105 x 105 blocks averaged.
         fine = np.kron(ink[c, d], np.ones((28, 28)))
@@ -130,11 +129,11 @@ def test_area_averaging_against_block_means_and_pil_box(six):
     np.testing.assert_allclose(omniglot.area_matrix(28).sum(axis=1), 1.0)
 
 
-def _write_tree(paper, root=None, archive=None):
-    """The original layout: images_background/Alphabet/characterNN/XXXX_YY.png."""
+def _write_tree(paper, root=None, archive=None, split="background"):
+    """The original layout: images_<split>/Alphabet/characterNN/XXXX_YY.png."""
     for c, (alphabet, character) in enumerate(TREE):
         for d in range(20):
-            name = (f"images_background/{alphabet}/character{character:02d}/"
+            name = (f"images_{split}/{alphabet}/character{character:02d}/"
                     f"{c + 1:04d}_{d + 1:02d}.png")
             data = _png(paper[c, d], mode="L" if d == 3 else "1")
             if archive is not None:
@@ -158,14 +157,19 @@ def test_zip_folder_and_npz_give_the_same_arrays(six, tmp_path):
                 archive.writestr(f"images_background/{alphabet}/character{character:02d}/"
                                  f"{c + 1:04d}_{d + 1:02d}.png", _png(paper[c, d]))
     _write_tree(paper, root=tmp_path / "folder")
-    expected = omniglot.load_omniglot(npz, "background")
+    expected = omniglot.load_omniglot(npz, "background", complete=False)
     names = tuple(f"{a}/character{c:02d}" for a, c in TREE)
     for path in (zip_path, zip_path.parent, tmp_path / "folder",
                  tmp_path / "folder" / "images_background"):
-        images, found = omniglot.load_omniglot(path, "background", with_names=True)
+        images, found = omniglot.load_omniglot(path, "background", with_names=True,
+                                               complete=False)
         np.testing.assert_array_equal(images, expected)
         assert found == names
-    assert omniglot.load_omniglot(npz, "background", with_names=True)[1] is None
+        with pytest.raises(omniglot.OmniglotFileError, match=(
+                r"holds 6 characters of 3 alphabets; the background set has 964 characters "
+                r"of 30 alphabets: a partial or foreign set.$")):
+            omniglot.load_omniglot(path, "background")
+    assert omniglot.load_omniglot(npz, "background", with_names=True, complete=False)[1] is None
 
 
 def test_tfds_folder_has_the_same_drawings(six, tmp_path):
@@ -192,7 +196,8 @@ def test_tfds_folder_has_the_same_drawings(six, tmp_path):
             }
             out.write(tf.train.Example(features=tf.train.Features(
                 feature=feature)).SerializeToString())
-    images, names = omniglot.load_omniglot(tmp_path, "background", size=105, with_names=True)
+    images, names = omniglot.load_omniglot(tmp_path, "background", size=105, with_names=True,
+                                           complete=False)
     assert names == tuple(f"{a}/character{c:02d}" for a, c in TREE)
     for c in range(6):   # same drawings per class; TFDS does not keep the drawer order
         assert sorted(_digest(i < 0.5) for i in images[c, ..., 0]) == sorted(
@@ -201,11 +206,12 @@ def test_tfds_folder_has_the_same_drawings(six, tmp_path):
         omniglot.load_omniglot(tmp_path, "evaluation")
 
 
-def test_fake_lake_runs(tmp_path):
-    rng = np.random.default_rng(2)
+def _write_lake_runs(path, seed):
+    """A fake all_runs.zip; returns its paper [20 runs, support / query, 20, 105, 105] and the
+    answers [20 runs, 20 queries]."""
+    rng = np.random.default_rng(seed)
     paper = rng.random((20, 2, 20, 105, 105)) > 0.1
     answers = np.stack([rng.permutation(20) for _ in range(20)])
-    path = tmp_path / "all_runs.zip"
     with zipfile.ZipFile(path, "w") as archive:
         for r in range(20):
             run = f"run{r + 1:02d}"
@@ -215,6 +221,12 @@ def test_fake_lake_runs(tmp_path):
             for i in range(20):
                 archive.writestr(f"{run}/training/class{i + 1:02d}.png", _png(paper[r, 0, i]))
                 archive.writestr(f"{run}/test/item{i + 1:02d}.png", _png(paper[r, 1, i]))
+    return paper, answers
+
+
+def test_fake_lake_runs(tmp_path):
+    path = tmp_path / "all_runs.zip"
+    paper, answers = _write_lake_runs(path, seed=2)
     assert omniglot.lake_runs(path).query.shape == (20, 20, 28, 28, 1)
     runs = omniglot.lake_runs(path, size=35)
     np.testing.assert_array_equal(runs.answers, answers)
@@ -324,10 +336,9 @@ def _modified_hausdorff(a_sets, b_sets):
     return out / np.array([len(p) for p in a_sets])[:, None]
 
 
-@needs_real
-def test_real_lake_runs_reproduce_the_modified_hausdorff_baseline():
+def test_real_lake_runs_reproduce_the_modified_hausdorff_baseline(real_root):
     """Lake et al.'s demo_classification.py: 38.8% mean error over the 20 runs."""
-    runs = omniglot.lake_runs(REAL / "all_runs.zip", size=105)
+    runs = omniglot.lake_runs(real_root / "all_runs.zip", size=105)
     episodes = omniglot.lake_episodes(runs)
 
     def points(image):
@@ -345,15 +356,14 @@ def test_real_lake_runs_reproduce_the_modified_hausdorff_baseline():
     assert abs(np.mean(errors) - 38.8) < 0.05
 
 
-@needs_real
-def test_real_fewshot_splits_are_the_background_pools_and_the_evaluation_set(real):
+def test_real_fewshot_splits_are_the_background_pools_and_the_evaluation_set(real, real_root):
     _, loaded = real
     pools = omniglot.class_pools(num_val=164, seed=0)
-    val = omniglot.fewshot_split(REAL, "val")
+    val = omniglot.fewshot_split(real_root, "val")
     assert val.images.shape == (164 * 20, 28, 28, 1) and val.num_classes == 164
     as_uint8 = lambda ink: np.rint(ink * np.float32(255)).astype(np.uint8).reshape(-1, 28, 28, 1)
     np.testing.assert_array_equal(val.images, as_uint8(loaded["background"][pools.val]))
-    test = omniglot.fewshot_split(REAL, "test")
+    test = omniglot.fewshot_split(real_root, "test")
     assert test.num_classes == 659
     np.testing.assert_array_equal(test.images, as_uint8(loaded["evaluation"]))
     (mean,), (std,) = omniglot.STATS
@@ -369,7 +379,7 @@ def test_fewshot_splits_hold_out_evaluation_rotate_and_feed_the_episode_sampler(
     np.savez_compressed(tmp_path / "images_evaluation.npz", images=evaluation)
     pools = omniglot.class_pools(num_val=2, seed=1, num_classes=6)
     split = lambda name, **kw: omniglot.fewshot_split(tmp_path, name, size=105, num_val=2,
-                                                      pool_seed=1, **kw)
+                                                      pool_seed=1, complete=False, **kw)
     ink = lambda paper: (~paper).astype(np.uint8) * 255
     train = split("train", rotations=True)
     assert train.images.shape == (4 * 4 * 20, 105, 105, 1) and train.images.dtype == np.uint8
@@ -406,3 +416,131 @@ def test_fewshot_splits_hold_out_evaluation_rotate_and_feed_the_episode_sampler(
         assert len(set(support)) == 5
         assert [support[list(episodes.support_labels[t]).index(label)]
                 for label in episodes.query_labels[t]] == query
+
+
+def _swapped(root, source):
+    """`root` holding the npz files of `source` under each other's names (symbolic links)."""
+    root.mkdir()
+    for split, other in zip(omniglot.SPLITS, omniglot.SPLITS[::-1]):
+        (root / f"images_{split}.npz").symlink_to(source / f"images_{other}.npz")
+    return root
+
+
+def test_swapped_partial_and_too_small_sets_are_refused_by_name(tmp_path, monkeypatch):
+    rng = np.random.default_rng(6)
+    for split, classes in (("background", 3), ("evaluation", 2)):
+        np.savez(tmp_path / f"images_{split}.npz", images=rng.random((classes, 20, 105, 105)) > 0.1)
+    # The counts of the whole sets, scaled down: background 3 / evaluation 2 characters.
+    monkeypatch.setattr(omniglot, "NUM_CLASSES", {"background": 3, "evaluation": 2})
+    assert omniglot.load_omniglot(tmp_path, "background", size=7).shape == (3, 20, 7, 7, 1)
+    swapped = _swapped(tmp_path / "swapped", tmp_path)
+    for split, found, expected, other in (("background", 2, 3, "evaluation"),
+                                          ("evaluation", 3, 2, "background")):
+        with pytest.raises(omniglot.OmniglotFileError) as error:
+            omniglot.load_omniglot(swapped, split)
+        assert str(error.value) == (
+            f"Omniglot data at '{swapped / f'images_{split}.npz'}': holds {found} characters; "
+            f"the {split} set has {expected} characters of {omniglot.NUM_ALPHABETS[split]} "
+            f"alphabets: these are the {other} set's counts: are images_background and "
+            "images_evaluation swapped?")
+    monkeypatch.undo()
+    with pytest.raises(omniglot.OmniglotFileError, match=r"images_background.npz'?: holds 3 "
+                       r"characters; the background set has 964 characters of 30 alphabets: "
+                       r"a partial or foreign set.$"):
+        omniglot.fewshot_split(tmp_path, "val")
+    with pytest.raises(omniglot.OmniglotFileError, match=rf"'{tmp_path}': the background set "
+                       r"holds 3 characters: too few for 164 validation characters"):
+        omniglot.fewshot_split(tmp_path, "val", complete=False)
+
+
+def test_real_swapped_files_are_refused_by_name(tmp_path, real_root):
+    swapped = _swapped(tmp_path / "swapped", real_root)
+    with pytest.raises(omniglot.OmniglotFileError, match=(
+            r"images_background.npz': holds 659 characters; the background set has 964 "
+            r"characters of 30 alphabets: these are the evaluation set's counts: are "
+            r"images_background and images_evaluation swapped\?$")):
+        omniglot.fewshot_split(swapped, "train")
+
+
+def test_missing_data_and_lake_runs_are_one_line(tmp_path):
+    errors = []
+    for call in (lambda: omniglot.load_omniglot(tmp_path / "none", "background"),
+                 lambda: omniglot.lake_runs(tmp_path / "all_runs.zip"),
+                 lambda: omniglot.lake_runs(tmp_path)):
+        with pytest.raises(omniglot.OmniglotFileError) as error:
+            call()
+        errors.append(str(error.value))
+    assert errors == [f"Omniglot data at '{tmp_path / 'none'}': no such file or directory.",
+                      f"Omniglot data at '{tmp_path / 'all_runs.zip'}': no such file.",
+                      f"Omniglot data at '{tmp_path}': a directory, not a zip file."]
+
+
+@pytest.fixture
+def published(six, tmp_path, monkeypatch):
+    """`omniglot.REMOTE` served from fake official files (file:// URLs, no network) into an
+    empty data cache; returns the paper of each image set."""
+    paper, _ = six
+    sets = {"background": paper, "evaluation": paper[:, :, ::-1]}
+    folder = tmp_path / "published"
+    folder.mkdir()
+    for split, drawings in sets.items():
+        with zipfile.ZipFile(folder / f"images_{split}.zip", "w") as archive:
+            _write_tree(drawings, archive=archive, split=split)
+    _write_lake_runs(folder / "all_runs.zip", seed=3)
+    remote = {}
+    for key, official in omniglot.REMOTE.items():
+        served = folder / os.path.basename(official.name)
+        remote[key] = official._replace(url=served.as_uri(),
+                                        sha256=download.sha256_of(str(served)))
+    monkeypatch.setattr(omniglot, "REMOTE", remote)
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+    return sets
+
+
+def test_the_presets_default_data_downloads_once_into_the_cache(published, tmp_path,
+                                                                monkeypatch):
+    data = load_config(os.path.join(ROOT, "configs", "fewshot_omniglot.py")).data
+    assert (data.root, data.lake_runs) == ("", omniglot.DOWNLOAD)
+    ink = lambda paper: (~paper).astype(np.float32)[..., None]
+    images = omniglot.load_omniglot(data.root, "background", size=105, complete=False)
+    np.testing.assert_array_equal(images, ink(published["background"]))
+    test = omniglot.fewshot_split(data.root, "test", size=105, complete=False)
+    np.testing.assert_array_equal(test.images, 255 * ink(published["evaluation"]).reshape(
+        -1, 105, 105, 1).astype(np.uint8))
+    assert omniglot.lake_runs(data.lake_runs).support.shape == (20, 20, 28, 28, 1)
+    cache = tmp_path / "cache" / "omniglot"
+    assert sorted(os.listdir(cache)) == ["all_runs.zip", "images_background.zip",
+                                         "images_evaluation.zip"]
+    for name in os.listdir(cache):
+        assert (cache / name).read_bytes() == (tmp_path / "published" / name).read_bytes()
+
+    def refuse(url, timeout=None):
+        raise AssertionError(f"unexpected download of {url}")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)       # later uses read the cache
+    np.testing.assert_array_equal(omniglot.load_omniglot("", "background", size=105,
+                                                         complete=False), images)
+    omniglot.lake_runs(omniglot.DOWNLOAD)
+
+
+def test_without_network_the_default_data_says_what_to_fetch_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    official = "https://github.com/brendenlake/omniglot/raw/master/python/"
+    for load, file in ((lambda: omniglot.fewshot_split("", "val"), "images_background.zip"),
+                       (lambda: omniglot.fewshot_split("", "test"), "images_evaluation.zip"),
+                       (lambda: omniglot.lake_runs(omniglot.DOWNLOAD),
+                        "one-shot-classification/all_runs.zip")):
+        with pytest.raises(DataFileError) as error:        # the CLI's exit status 2
+            load()
+        path = tmp_path / "cache" / "omniglot" / os.path.basename(file)
+        assert str(error.value) == (
+            f"cannot download {official}{file} ([Errno 101] Network is unreachable); without "
+            f"network access, fetch that file elsewhere and put it at {path}")
+
+
+def test_real_lake_runs_are_the_published_file(real_root):
+    assert download.sha256_of(str(real_root / "all_runs.zip")) == \
+        omniglot.REMOTE["lake_runs"].sha256

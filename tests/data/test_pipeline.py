@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sdis_tf.data import factors, pipeline
+from sdis_tf.data import latents as latents_lib
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_tasks_from_a_factor_file(plain_npz):
     assert indices.max() < len(values)
     np.testing.assert_allclose(first["factors"].numpy(), values[indices], atol=1e-6)
     np.testing.assert_allclose(first["x"].numpy(), images[indices] / 255.0, atol=1e-7)
-    latents = factors.make_latents(source.data, 1.0)
+    latents = latents_lib.make_latents(source.data.factors, source.data.grid, alpha=1.0)
     np.testing.assert_allclose(first["z"].numpy(), latents.z[indices], atol=1e-6)
     resumed = next(iter(pipeline.task_batches(source, start_step=1, num_steps=1, **options)))
     for key, value in batches[1].items():
@@ -44,3 +45,49 @@ def test_tasks_from_a_factor_file(plain_npz):
 def test_jittered_rendering_needs_the_renderer(plain_npz):
     with pytest.raises(ValueError, match="render_jittered"):
         pipeline.task_batches(str(plain_npz[0]), render_jittered=True)
+
+
+def _nuisance_file(path, nuisance):
+    """Task factors a (4 values), b (3 values) on a complete grid, two rows each, with a
+    third factor c = `nuisance` [24] (None: no third column); random 6x6 images."""
+    task = np.repeat(np.stack(np.meshgrid(np.arange(4.0), [0.5, 1.0, 3.0], indexing="ij"),
+                              -1).reshape(-1, 2), 2, axis=0)
+    values = task if nuisance is None else np.concatenate([task, nuisance[:, None]], axis=1)
+    images = np.random.default_rng(len(path.name)).random((24, 6, 6, 1)).astype(np.float32)
+    np.savez(path, images=images, factors=values, factor_names=np.array(["a", "b", "c"][
+        :values.shape[1]]))
+    return pipeline.image_source(str(path))
+
+
+def test_a_nuisance_leaves_z_and_the_tasks_untouched_whatever_its_values(tmp_path):
+    sources = [_nuisance_file(tmp_path / "cycling.npz", np.tile([0.0, 1.0], 12)),
+               _nuisance_file(tmp_path / "random_values.npz",
+                              np.random.default_rng(1).choice([-3.0, 2.0, 40.0], 24)),
+               _nuisance_file(tmp_path / "none.npz", None)]
+    options = dict(num_tasks=3, num_samples=8, num_query=5, seed=3, num_steps=2,
+                   distribution="harder_gauss_0.5")
+    runs = []
+    for source in sources:
+        declared = source.roles(factors=("a", "b"))
+        latents = source.default_latents(1.0, declared)
+        runs.append(list(pipeline.task_batches(source, latents=latents, **options)))
+    assert runs[0][0]["z"].shape == (3, 8, 2) and runs[0][0]["w"].shape == (3, 2)
+    for other in runs[1:]:
+        for got, want in zip(other, runs[0]):
+            for key in ("indices", "z", "w", "y", "z_query", "y_query"):
+                np.testing.assert_array_equal(got[key].numpy(), want[key].numpy(), key)
+    assert not np.array_equal(runs[0][0]["x"].numpy(), runs[1][0]["x"].numpy())
+
+
+def test_sprite_world_source():
+    source = pipeline.image_source("sprites")
+    assert source.procedural and source.layout == "sprites"
+    assert source.image_shape == (64, 64, 1) and source.factor_table.shape == (34_560, 5)
+    batch = next(iter(pipeline.task_batches(source, num_tasks=2, num_samples=5, num_steps=1,
+                                            render_jittered=True)))
+    assert batch["x"].shape == (2, 5, 64, 64, 1) and batch["z"].shape == (2, 5, 8)
+    assert batch["w"].shape == (2, 8)
+    indices = batch["indices"].numpy()
+    latents = source.default_latents(1.0)
+    np.testing.assert_allclose(batch["factors"].numpy(), latents.factors[indices], atol=1e-6)
+    np.testing.assert_allclose(batch["z"].numpy(), latents.z[indices], atol=1e-6)

@@ -12,23 +12,21 @@ SEED = tf.constant([5, 1], tf.int64)
 @pytest.mark.parametrize("structure,expected", [
     ("equicorrelated", [[1.0, 0.9, 0.9], [0.9, 1.0, 0.9], [0.9, 0.9, 1.0]]),
     ("toeplitz", [[1.0, 0.9, 0.81], [0.9, 1.0, 0.9], [0.81, 0.9, 1.0]]),
+    ("iid", np.eye(3)),
 ])
-def test_latent_covariance(structure, expected):
-    np.testing.assert_allclose(synthetic.latent_covariance(3, 0.9, structure), expected)
-
-
-def test_latent_covariance_rejects_bad_arguments():
-    with pytest.raises(ValueError, match=r"rho must be in \[0, 1\)"):
-        synthetic.latent_covariance(3, 1.0)
-    with pytest.raises(ValueError, match="structure must be one of"):
-        synthetic.latent_covariance(3, 0.5, "block")
-
-
-def test_sample_latents_has_the_covariance():
-    z = synthetic.sample_latents(SEED, (40000,), 6, 0.9, dtype=tf.float64).numpy()
-    np.testing.assert_allclose(np.cov(z.T), synthetic.latent_covariance(6, 0.9), atol=0.03)
-    again = synthetic.sample_latents(SEED, (40000,), 6, 0.9, dtype=tf.float64)
+def test_sample_latents_has_the_covariance(structure, expected):
+    z = synthetic.sample_latents(SEED, (40000, 2), 3, 0.9, structure, dtype=tf.float64).numpy()
+    assert z.shape == (40000, 2, 3)
+    np.testing.assert_allclose(np.cov(z.reshape(-1, 3).T), expected, atol=0.02)
+    again = synthetic.sample_latents(SEED, (40000, 2), 3, 0.9, structure, dtype=tf.float64)
     np.testing.assert_array_equal(z, again)
+
+
+def test_sample_latents_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"rho must lie in \(-0.5, 1\)"):
+        synthetic.sample_latents(SEED, (2,), 3, 1.0)
+    with pytest.raises(ValueError, match="covariance kind must be one of"):
+        synthetic.sample_latents(SEED, (2,), 3, 0.5, "block")
 
 
 def test_mixing_is_invertible_nonlinear_and_standardised():

@@ -1,14 +1,16 @@
 """The disentanglement experiment at tiny sizes: step, strategies, penalties, metrics, resume.
 
 End-to-end runs go through `sdis_tf.experiments.run`, as main.py does: on the
-renderer, and on tiny fake files in tmp_path given as `config.data.path`: a
-dSprites-like npz (one channel, a constant colour factor dropped, K = 5) and a
-plain h5 with custom keys and an incomplete grid (K = 3, 12x12x3 images
-average-pooled to 6x6).
+renderer (its hues periodic by default: 9 latents), on the sprite world with a
+nuisance factor, and on tiny fake files in tmp_path given as `config.data.path`:
+a dSprites-like npz (one channel, a constant colour factor dropped, K = 5, shape
+categorical and orientation periodic by default: 7 latents) and a plain h5 with
+custom keys and an incomplete grid (K = 3, 12x12x3 images average-pooled to 6x6).
 """
 
 import itertools
 import json
+import logging
 import os
 import shutil
 
@@ -65,7 +67,7 @@ def _trainer(method, strategy, learning_rate=1e-3, eps=0.1, precision="float32")
 
 
 def test_presets_are_valid():
-    for preset in ("", "cpu", "cpu64", "tiny"):
+    for preset in ("", "cpu", "cpu64", "sprites", "tiny"):
         assert config_schema.check(_config(preset), disentangle.SCHEMA,
                                    disentangle.CONSTRAINTS) == []
     config = _config("tiny")
@@ -145,6 +147,13 @@ EVAL_KEYS = {f"eval/{p}{name}{s}" for name in ("mcc", "r", "dci_d", "dci_c")
              for p, s in (("", ""), ("", "_train"), ("ica_", ""))} | {"eval/loss"}
 
 
+def _factor_keys(names, categorical=()):
+    """The per-factor eval keys of task factors `names`."""
+    keys = {f"{key}/{name}" for key in EVAL_KEYS - {"eval/loss"} for name in names}
+    return keys | {f"eval/{p}class_acc{s}/{name}" for name in categorical
+                   for p, s in (("", ""), ("", "_train"), ("ica_", ""))}
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("disentangle"))
@@ -160,20 +169,27 @@ def _records(workdir):
 def test_run_writes_every_metric_image_and_result(finished_run):
     workdir, summary = finished_run
     assert summary.startswith("lasso eps=0.1 step=4: MCC=")
+    assert "\n  per factor (grid MCC term / R): floor_hue 0." in summary
     records = _records(workdir)
     assert [r["step"] for r in records] == [0, 2, 4]
-    assert set(records[0]) >= EVAL_KEYS
-    assert set(records[-1]) >= EVAL_KEYS | {"train/loss", "train/grad_norm", "train/support",
-                                            "train/input_wait"}
-    for key in EVAL_KEYS:
+    keys = EVAL_KEYS | _factor_keys(FACTOR_NAMES)
+    assert set(records[0]) >= keys
+    assert set(records[-1]) >= keys | {"train/loss", "train/grad_norm", "train/support",
+                                       "train/input_wait"}
+    for key in keys:
         value = records[-1][key]
         assert isinstance(value, float) and np.isfinite(value), (key, value)
         assert key == "eval/loss" or 0.0 <= value <= 1.0 + 1e-9, (key, value)
     with open(os.path.join(workdir, "result.json")) as f:
         result = json.load(f)
     assert result["factor_names"] == list(FACTOR_NAMES) and result["num_rows"] == 480000
-    assert [np.shape(s) for s in result["sweeps"]] == [(10, 6), (10, 6), (10, 6), (8, 6),
-                                                       (4, 6), (15, 6)]
+    # The 3D Shapes hues are periodic by default: cos, sin each, 9 latents and codes.
+    assert result["factor_roles"] == {**dict.fromkeys(FACTOR_NAMES[:3], "periodic:1:1"),
+                                      **dict.fromkeys(FACTOR_NAMES[3:], "continuous")}
+    assert result["latent_names"][:2] == ["floor_hue.cos", "floor_hue.sin"]
+    assert len(result["latent_names"]) == 9
+    assert [np.shape(s) for s in result["sweeps"]] == [(10, 9), (10, 9), (10, 9), (8, 9),
+                                                       (4, 9), (15, 9)]
     assert os.path.getsize(os.path.join(workdir, "sweeps.png")) > 1000
     events = os.listdir(os.path.join(workdir, "tensorboard"))
     assert events
@@ -182,6 +198,7 @@ def test_run_writes_every_metric_image_and_result(finished_run):
             os.path.join(workdir, "tensorboard", events[0])):
         tags.update(v.tag for v in event.summary.value)
     assert {"eval/mcc", "eval/ica_mcc", "eval/sweeps", "train/loss"} <= tags
+    assert _factor_keys(FACTOR_NAMES) <= tags                  # one tag per factor and score
 
 
 def test_rescore_reproduces_the_final_evaluation_and_scores_more_rows(finished_run, tmp_path):
@@ -295,28 +312,59 @@ def files(tmp_path_factory):
     return {key: str(path) for key, path in paths.items()}
 
 
-def _check_finished(workdir, names, num_rows):
+def _check_finished(workdir, names, num_rows, num_latents=None, categorical=()):
+    """The run's records, per-factor scores of the task factors `names` only, sweeps and
+    m = d = `num_latents` codes (default: one per factor)."""
     records = _records(workdir)
     assert [r["step"] for r in records] == [0, 2, 4]
-    for key in EVAL_KEYS:
+    factor_keys = _factor_keys(names, categorical)
+    for key in EVAL_KEYS | factor_keys:
         value = records[-1][key]
         assert isinstance(value, float) and np.isfinite(value), (key, value)
+    assert {k for k in records[-1] if k.count("/") == 2} == factor_keys
     result = _result(workdir)
     assert tuple(result["factor_names"]) == names
     assert result["num_rows"] == num_rows
-    assert len(result["sweeps"]) == len(names)                          # one per factor
-    assert {np.shape(s)[1] for s in result["sweeps"]} == {len(names)}   # m = K codes
+    assert len(result["sweeps"]) == len(names)                          # one per task factor
+    assert {np.shape(s)[1] for s in result["sweeps"]} == {num_latents or len(names)}  # m = d
     assert os.path.getsize(os.path.join(workdir, "sweeps.png")) > 1000
     return result
 
 
-def test_dsprites_npz_runs_with_one_channel_and_k5(files, tmp_path):
+def test_dsprites_npz_runs_with_one_channel_and_k5(files, tmp_path, caplog):
     workdir = str(tmp_path / "dsprites")
+    caplog.set_level(logging.INFO, logger="absl")
     summary = experiments.run(_config(path=files["npz"]), workdir)
     assert summary.startswith("lasso eps=0.1 step=4: MCC=")
-    result = _check_finished(workdir, DSPRITES_NAMES[1:], 48)
+    assert "shape 0." in summary and " class_acc " in summary
+    # dSprites' defaults: shape categorical (3 classes: 2 latents), orientation periodic.
+    assert ("factor roles (config.data.factors, .categorical, .periodic): task factors: shape "
+            "categorical (3 classes: 0, 1, 2; 2 latents); scale continuous; orientation "
+            f"periodic (period {2 * np.pi:g}, symmetry 1: cos, sin); posX continuous; posY "
+            "continuous -> 7 latents; nuisance factors: none") in caplog.text
+    result = _check_finished(workdir, DSPRITES_NAMES[1:], 48, num_latents=7,
+                             categorical=("shape",))
     # The grid is complete: each sweep runs over all the values of its factor.
     assert [np.shape(s)[0] for s in result["sweeps"]] == [3, 2, 2, 2, 2]
+
+
+def test_sprite_world_with_a_nuisance_factor(tmp_path):
+    """pos_y a nuisance: in the images only; shape categorical (4 classes: 3 latents) and
+    orientation periodic as the preset declares them, 3 + 1 + 2 + 1 = 7 latents."""
+    workdir = str(tmp_path / "sprites")
+    config = load_config(os.path.join(ROOT, "configs", "disentangle.py"), "tiny")
+    preset = load_config(os.path.join(ROOT, "configs", "disentangle.py"), "sprites").data
+    config.data.update(path=preset.path, categorical=preset.categorical,
+                       periodic=preset.periodic, factors=("shape", "scale", "orientation",
+                                                          "pos_x"))
+    summary = experiments.run(config, workdir)
+    assert "pos_y" not in summary
+    result = _check_finished(workdir, ("shape", "scale", "orientation", "pos_x"), 34_560,
+                             num_latents=7, categorical=("shape",))
+    assert result["factor_roles"] == {"shape": "categorical", "scale": "continuous",
+                                      "orientation": "periodic:1:1", "pos_x": "continuous",
+                                      "pos_y": "nuisance"}
+    assert [np.shape(s)[0] for s in result["sweeps"]] == [4, 6, 10, 12]
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +401,19 @@ def test_h5_run_resumes_from_its_checkpoint(h5_run, tmp_path):
      "config.data.image_size = 5", "must divide the images' height 12"),
     ({"path": "npz", "image_size": 32}, "config.data.image_size = 32", "0 keeps 16x16"),
     ({"path": "", "image_size": 0}, "config.data.image_size = 0", "with the renderer"),
+    ({"path": "sprites", "image_size": 24}, "config.data.image_size = 24", "with the renderer"),
+    ({"path": "npz", "factors": ("shape", "colour")}, "config.data.factors = ('shape', 'colour')",
+     "'colour' is not a factor of the data (factors: shape, scale, orientation, posX, posY)"),
+    ({"periodic": ("orientation:0",)}, "config.data.periodic = ('orientation:0',) item 0",
+     "is not a periodic declaration; allowed: 'auto' or \"name:period[:symmetry]\""),
+    ({"path": "npz", "categorical": ("auto", "scale"), "periodic": ("scale:1",)},
+     "config.data.categorical = ('auto', 'scale'), periodic = ('scale:1',)",
+     "'scale' is declared both categorical and periodic"),
+    ({"path": "npz", "factors": ("scale", "posX"), "categorical": ("shape",)},
+     "config.data.categorical = ('shape',)", "'shape' is a nuisance factor"),
+    ({"path": "h5", "images_key": "pictures", "factors_key": "angles", "image_size": 6,
+      "periodic": ("size:2",)}, "config.data.periodic = ('size:2',)",
+     "puts the values of 'size' on at most two opposite points"),
 ])
 def test_bad_data_fields_fail_before_any_work_naming_the_field(files, tmp_path, data, field,
                                                                fragment):
@@ -364,9 +425,37 @@ def test_bad_data_fields_fail_before_any_work_naming_the_field(files, tmp_path, 
     assert not workdir.exists()
 
 
-def test_task_fields_are_checked_against_the_files_k(files, tmp_path):
-    config = _config(path=files["npz"])
+def test_task_fields_are_checked_against_the_number_of_latents(files, tmp_path):
+    config = _config(path=files["npz"])          # shape: 2 latents, orientation: 2
     config.tasks.kind, config.tasks.block_size = "block", 2
+    with pytest.raises(config_schema.ConfigError, match="block_size = 2 must divide the "
+                       "number of latents 7"):
+        experiments.run(config, str(tmp_path / "never"))
+    config.data.update(categorical=(), periodic=())
     with pytest.raises(config_schema.ConfigError, match="block_size = 2 must divide the "
                        "number of latents 5"):
         experiments.run(config, str(tmp_path / "never"))
+
+
+def test_a_file_with_too_few_rows_to_score_is_a_config_error(tmp_path):
+    path = str(tmp_path / "three_rows.npz")
+    levels = np.array([[0, 1], [1, 2], [2, 0]])
+    np.savez(path, images=_square_images(levels, 16), factors=levels)
+    workdir = tmp_path / "never"
+    with pytest.raises(config_schema.ConfigError, match="holds 3 rows; the evaluation needs at "
+                       "least 16"):
+        experiments.run(_config(path=path), str(workdir))
+    assert not workdir.exists()
+
+
+def test_rescore_reads_runs_from_before_factor_roles(tmp_path):
+    run = str(tmp_path / "run")
+    experiments.run(_config(periodic=()), run)  # every factor continuous, as before roles
+    with open(os.path.join(run, "config.json")) as f:
+        config = json.load(f)
+    for role in ("factors", "categorical", "periodic"):
+        del config["data"][role]
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump(config, f)
+    rescored = disentangle_rescore.rescore(run, grid_points=300)
+    assert rescored["eval/mcc"] == pytest.approx(_records(run)[-1]["eval/mcc"], abs=1e-6)

@@ -1,10 +1,15 @@
-"""Evaluation rows of the disentanglement experiment: grid subsamples and factor sweeps."""
+"""Evaluation of the disentanglement experiment: grid subsamples, factor sweeps, per-factor
+scores."""
 
 import itertools
 
 import numpy as np
+import pytest
+import scipy.linalg
 
+from sdis_tf import metrics
 from sdis_tf.data import latents as latents_lib
+from sdis_tf.data import roles as roles_lib
 from sdis_tf.experiments import disentangle_eval
 
 
@@ -52,3 +57,95 @@ def test_sweeps_of_an_incomplete_grid_with_repeated_rows():
     np.testing.assert_array_equal(table[sweeps[0]], [[0, 2], [1, 2], [2, 2], [3, 2]])
     np.testing.assert_array_equal(table[sweeps[1]], [[3, 0], [3, 1], [3, 2]])
     assert np.all(sweeps[0] < 10) and np.all(sweeps[1] < 10)   # first rows, not repeats
+
+
+# ---------------------------------------------------------------- per-factor scores
+
+ROLES = roles_lib.Roles(("a", "b", "c"), (
+    roles_lib.FactorRole("a", 0),
+    roles_lib.FactorRole("b", 1, "periodic", period=1.0),
+    roles_lib.FactorRole("c", 2, "categorical", classes=(0.0, 1.0, 2.0))))
+
+
+def test_per_factor_scores_against_a_hand_computation():
+    """Latents z = 5 orthogonal +-1 columns (a; b's cos, sin; c's two indicators) and codes
+    [z0, (z1 + z2) / sqrt2, z2, -3 z3, z3 + z4]. Matching z_i -> code i: |corr| 1, 1/sqrt2,
+    1, 1, 1/sqrt2. The codes are an invertible map of z: every R^2 is 1. Regressing the
+    standardised z on the standardised codes: z1 = sqrt2 c1 - c2, z4 = sqrt2 c4 + c3, the
+    others one code each, so codes c2 and c3 split evenly between two factors
+    (D = 1 - log 2 / log 5) and factors z1, z4 between two codes with weights
+    (sqrt2, 1) / (1 + sqrt2) (C = 1 - H / log 5); every other D, C is 1."""
+    z = scipy.linalg.hadamard(8)[:, 1:6].astype(np.float64)
+    codes = np.stack([z[:, 0], (z[:, 1] + z[:, 2]) / np.sqrt(2), z[:, 2], -3 * z[:, 3],
+                      z[:, 3] + z[:, 4]], axis=1)
+    classes = {"c": np.array([0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 0.0, 2.0])}
+    result, (permutation, signs) = disentangle_eval.scores(z, codes, ROLES, classes,
+                                                           return_matching=True)
+    half = 1 / np.sqrt(2)
+    d_split = 1 - np.log(2) / np.log(5)
+    p = np.array([np.sqrt(2), 1.0]) / (1 + np.sqrt(2))
+    c_split = 1 + np.sum(p * np.log(p)) / np.log(5)
+    expected = {
+        "mcc": (3 + 2 * half) / 5, "r": 1.0, "dci_d": (3 + 2 * d_split) / 5,
+        "dci_c": (3 + 2 * c_split) / 5,
+        "mcc/a": 1.0, "mcc/b": (half + 1) / 2, "mcc/c": (1 + half) / 2,
+        "r/a": 1.0, "r/b": 1.0, "r/c": 1.0,
+        "dci_d/a": 1.0, "dci_d/b": (1 + d_split) / 2, "dci_d/c": (d_split + 1) / 2,
+        "dci_c/a": 1.0, "dci_c/b": (c_split + 1) / 2, "dci_c/c": (1 + c_split) / 2,
+        "class_acc/c": metrics.class_decodability(classes["c"], codes)}
+    assert result.keys() == expected.keys()
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-10), key
+    np.testing.assert_array_equal(permutation, np.arange(5))
+    np.testing.assert_array_equal(signs, [1, 1, 1, -1, 1])
+    # The overall scores are the metrics module's.
+    assert result["mcc"] == pytest.approx(metrics.mcc(z, codes), abs=1e-14)
+    np.testing.assert_allclose((result["dci_d"], result["dci_c"]), metrics.dci(z, codes),
+                               atol=1e-14)
+    # Without the code of b's cos column z1 (orthogonal to every other code): R^2(z1) = 0,
+    # so b's R, the R of its (cos, sin) pair, is sqrt((0 + 1) / 2); z1 is left unmatched
+    # (m = 4 < d = 5) and b's MCC term is z2's alone.
+    partial = disentangle_eval.scores(z, codes[:, [0, 2, 3, 4]], ROLES, classes,
+                                      prefix="p_", suffix="_s")
+    assert partial["p_r_s/b"] == pytest.approx(np.sqrt(0.5), abs=1e-12)
+    assert partial["p_mcc_s/b"] == pytest.approx(1.0, abs=1e-12)
+    assert partial["p_mcc_s"] == pytest.approx((3 + half) / 4, abs=1e-12)
+    assert "p_class_acc_s/c" in partial
+
+
+def test_degenerate_codes_give_nan_scores():
+    z = scipy.linalg.hadamard(8)[:, 1:6].astype(np.float64)
+    codes = np.ones((8, 5))
+    result = disentangle_eval.scores(z, codes, ROLES, {"c": np.arange(8) % 3 * 1.0})
+    assert len(result) == 4 + 4 * 3 + 1 and all(np.isnan(v) for v in result.values())
+    # One latent, one code: MCC and R are |corr|, DCI (entropies in base 1) is undefined.
+    single = roles_lib.Roles(("a",), (roles_lib.FactorRole("a", 0),))
+    result = disentangle_eval.scores(z[:, :1], z[:, :1] + 0.5 * z[:, 1:2], single)
+    assert result["mcc"] == result["mcc/a"] == pytest.approx(1 / np.sqrt(1.25), abs=1e-12)
+    assert result["r"] == result["r/a"] == pytest.approx(1 / np.sqrt(1.25), abs=1e-12)
+    assert all(np.isnan(result[k]) for k in ("dci_d", "dci_c", "dci_d/a", "dci_c/a"))
+
+
+def test_a_nuisance_leaves_the_scores_untouched_whatever_its_values():
+    """Two tables that differ only in the nuisance column c give the same scores of an
+    encoder that reads the task factors (an entangled map of them)."""
+    levels = np.stack(np.meshgrid(np.arange(6.0), np.arange(5.0), np.arange(3.0),
+                                  indexing="ij"), -1).reshape(-1, 3)
+    results = []
+    for nuisance in (levels[:, 2], np.random.default_rng(0).normal(size=len(levels))):
+        table = np.concatenate([levels[:, :2], nuisance[:, None]], axis=1)
+        grid = [np.unique(table[:, k]) for k in range(3)]
+        declared = roles_lib.resolve_roles(("a", "b", "c"), grid, factors=("a", "b"))
+        task = latents_lib.make_task_latents(table, grid, declared, alpha=1.0)
+        mixing = np.array([[1.0, 0.4, 0.1], [0.2, 1.0, -0.5]])
+
+        def encode(indices, task=task):
+            return np.tanh(task.factors[indices][:, :2] @ mixing)
+
+        evaluator = disentangle_eval.Evaluator(
+            encode, task, np.arange(len(table)), np.arange(0, len(table), 2), [], ica=True)
+        results.append(evaluator())
+    assert results[0] == results[1]
+    assert not any(key.endswith("/c") for key in results[0])
+    assert {key for key in results[0] if key.startswith("mcc")} == {
+        "mcc", "mcc/a", "mcc/b", "mcc_train", "mcc_train/a", "mcc_train/b"}

@@ -1,18 +1,24 @@
-"""Aggregation of disentangle runs: rows, '+ica' rows, the two model-selection rules, outputs."""
+"""Aggregation of disentangle runs: rows (from a sweep's directory too), '+ica' rows, the two
+model-selection rules, outputs."""
 
 import json
 import os
 
+import numpy as np
 import pytest
 
 from sdis_tf.experiments import disentangle_figures as figures
+from sdis_tf.sweep import points
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "configs")
 
 
-def _write_run(root, name, method, eps, seed, mcc, loss, ica=True):
+def _write_run(root, name, method, eps, seed, mcc, loss, ica=True, rho=0.9):
     folder = os.path.join(root, name)
     os.makedirs(folder)
     config = {"experiment": "disentangle", "method": method, "eps": eps, "seed": seed,
-              "data": {"correlation": "harder_gauss", "rho": 0.9, "alpha": 1.0},
+              "data": {"correlation": "harder_gauss", "rho": rho, "alpha": 1.0},
               "tasks": {"kind": "bernoulli", "block_size": 1}}
     result = {"eval/mcc": mcc, "eval/r": 0.99, "eval/dci_d": mcc / 2, "eval/dci_c": mcc / 3,
               "eval/loss": loss}
@@ -58,25 +64,27 @@ def test_main_writes_summary_and_figures(tmp_path):
         assert os.path.getsize(os.path.join(out, name)) > 1000
 
 
-def test_sweep_commands_cover_the_figure_grid(capsys):
-    commands = figures.sweep_commands("fig4", "runs/fig4")
-    assert len(commands) == 6 * 2 * len(figures.EPS_GRID) * len(figures.SEEDS)
-    assert len(set(c.split("--workdir=")[1] for c in commands)) == len(commands)
-    assert ("python main.py --config=configs/disentangle.py --config.method=lasso "
-            "--config.eps=0.3 --config.seed=1 --config.data.rho=0.99 "
-            "--workdir=runs/fig4/rho0.99/lasso/eps0.3/seed1") in commands
-    figures.main(["--commands=fig8", "--config=configs/disentangle.py:cpu", "runs/fig8"])
-    printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 3 * 2 * len(figures.EPS_GRID) * len(figures.SEEDS)
-    assert all("--config.tasks.kind=block" in line for line in printed)
-    figures.main(["--commands=fig10", "--data.path=/data/my files/d.npz",
-                  "--data.images_key=x", "runs/d"])
-    printed = capsys.readouterr().out.splitlines()
-    assert all(" --config.data.path='/data/my files/d.npz' --config.data.images_key=x "
-               "--workdir=runs/d/" in line for line in printed), printed[0]
-    assert not any("factors_key" in line for line in printed)
-    with pytest.raises(ValueError, match="figure"):
-        figures.sweep_commands("fig99", "runs")
+def test_collect_reads_the_point_directories_of_a_sweep(tmp_path):
+    root = str(tmp_path)
+    config = os.path.join(CONFIGS, "disentangle.py") + ":cpu64"
+    sweep = points.make_points(config, {}, points.load_sweep(config, "fig4_rho"), root)
+    points.write_record(root, points.record(config, "fig4_rho", {}, sweep))
+    for point in sweep:
+        values = point.overrides
+        _write_run(root, point.name, values["method"], values["eps"], values["seed"],
+                   mcc=0.5 + values["eps"] / 4, loss=0.1, rho=values["data.rho"])
+    rows = figures.collect(root)
+    assert len(rows) == 2 * len(sweep) == 2 * 144  # + the '+ica' rows
+    assert {r["path"] for r in rows} == {p.workdir for p in sweep}
+    assert sorted({r["setting"][1] for r in rows}) == [0.0, 0.5, 0.9, 0.99]
+    oracle = figures.select(rows, "oracle")
+    assert len(oracle) == 4 * 4  # (lasso, ridge, lasso+ica, ridge+ica) x 4 rho
+    assert all(entry["eps"] == [1.0, 1.0, 1.0] for entry in oracle.values())
+
+
+def test_main_without_runs_exits_with_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="no finished disentangle runs below"):
+        figures.main([str(tmp_path)])
 
 
 def test_methods_with_different_eps_grids_share_the_x_positions(tmp_path, monkeypatch):
@@ -92,3 +100,49 @@ def test_methods_with_different_eps_grids_share_the_x_positions(tmp_path, monkey
     lines = {line.get_label(): list(line.get_xdata()) for line in mcc_axis.get_lines()}
     assert lines == {"lasso": [0, 1], "ridge": [1]}
     assert [t.get_text() for t in mcc_axis.get_xticklabels()] == ["0.1", "0.3"]
+
+
+def _write_factor_run(root, name, method, eps, seed, mcc, roles):
+    """A run with per-factor scores: factor i's MCC term is mcc[i]; the overall MCC their mean."""
+    _write_run(root, name, method, eps, seed, mcc=float(np.mean(mcc)), loss=eps, ica=False)
+    path = os.path.join(root, name, "result.json")
+    with open(path) as f:
+        result = json.load(f)
+    result.update(factor_names=list(roles), factor_roles=roles)
+    for (factor, role), value in zip(roles.items(), mcc):
+        result.update({f"eval/mcc/{factor}": value, f"eval/r/{factor}": 0.9,
+                       f"eval/dci_d/{factor}": 0.5, f"eval/dci_c/{factor}": 0.4})
+        if role == "categorical":
+            result[f"eval/class_acc/{factor}"] = value / 2
+    with open(path, "w") as f:
+        json.dump(result, f)
+
+
+def test_per_factor_tables_and_the_mean_over_continuous_factors(tmp_path):
+    root = str(tmp_path)
+    roles = {"shape": "categorical", "scale": "continuous", "angle": "periodic:1:1",
+             "x": "continuous"}
+    # Two seeds; the oracle picks eps 0.1 for seed 0 and eps 0.3 for seed 1.
+    _write_factor_run(root, "a", "lasso", 0.1, 0, [0.2, 0.9, 0.3, 0.95], roles)
+    _write_factor_run(root, "b", "lasso", 0.3, 0, [0.1, 0.8, 0.2, 0.9], roles)
+    _write_factor_run(root, "c", "lasso", 0.1, 1, [0.1, 0.7, 0.1, 0.8], roles)
+    _write_factor_run(root, "d", "lasso", 0.3, 1, [0.4, 0.96, 0.2, 0.98], roles)
+    rows = figures.collect(root)
+    assert [r["mcc_continuous"] for r in rows] == pytest.approx([0.925, 0.75, 0.85, 0.97])
+    assert rows[0]["setting"][-1] == "shape:categorical angle:periodic:1:1"
+    oracle = figures.select(rows, "oracle")[("lasso", rows[0]["setting"])]
+    assert oracle["eps"] == [0.1, 0.3]
+    assert oracle["mcc_continuous"] == pytest.approx((0.9475, 0.0225, 2))
+    assert list(oracle["factors"]) == ["shape", "scale", "angle", "x"]
+    assert oracle["factors"]["shape"]["mcc"] == pytest.approx((0.3, 0.1, 2))
+    assert oracle["factors"]["shape"]["class_acc"] == pytest.approx((0.15, 0.05, 2))
+    assert oracle["factors"]["scale"]["class_acc"][2] == 0
+    text = figures.summary_markdown(rows)
+    assert "### Per task factor, rule oracle" in text
+    assert "### Per task factor, rule val_loss" in text
+    assert ("| lasso | shape | categorical | 2 | 0.300 ± 0.100 | 0.900 ± 0.000 | 0.500 ± 0.000 "
+            "| 0.400 ± 0.000 | 0.150 ± 0.050 |") in text
+    assert "| lasso | mean of the continuous factors | | 2 | 0.948 ± 0.022 | | | | |" in text
+    # Runs without per-factor scores (or roles) have no per-factor table.
+    _write_run(str(tmp_path / "old"), "e", "lasso", 0.1, 0, mcc=0.9, loss=0.2)
+    assert "Per task factor" not in figures.summary_markdown(figures.collect(str(tmp_path / "old")))

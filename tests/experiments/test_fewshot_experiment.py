@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdis_tf import config_schema, experiments, layers
+from sdis_tf import config_schema, experiments, heads
 from sdis_tf.config_files import load_config
 from sdis_tf.experiments import fewshot
 from sdis_tf.train import loop, meta
@@ -16,8 +16,10 @@ from sdis_tf.train import loop, meta
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _config(preset="tiny"):
-    return load_config(os.path.join(ROOT, "configs", "fewshot.py"), preset)
+def _config(preset="tiny", **overrides):
+    config = load_config(os.path.join(ROOT, "configs", "fewshot.py"), preset)
+    config.update_from_flattened_dict(overrides)
+    return config
 
 
 def _records(workdir, run):
@@ -25,19 +27,28 @@ def _records(workdir, run):
         return [json.loads(line) for line in f]
 
 
+def _run_points(workdir, points, **common):
+    """Runs one point per {name: overrides} into workdir/<name> (as a sweep does)."""
+    return {name: experiments.run(_config(**common, **overrides), os.path.join(workdir, name))
+            for name, overrides in points.items()}
+
+
+TINY_POINTS = {"sparse_svm_eps0.3": {"method": "sparse_svm"}, "proto": {"method": "proto"}}
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("tiny"))
-    return workdir, experiments.run(_config(), workdir)
+    _run_points(workdir, TINY_POINTS)
+    return workdir, fewshot.report(workdir)
 
 
 def test_tiny_run_trains_validates_tests_and_plots(tiny):
     workdir, table = tiny
     config = _config()
     lines = table.splitlines()
-    assert [line.split()[0] for line in lines[1:]] == ["sparse_svm_eps0.3", "proto"]
-    with open(os.path.join(workdir, "result.json")) as f:
-        results = {r["run"]: r for r in json.load(f)["results"]}
+    assert [line.split()[0] for line in lines[1:]] == ["proto", "sparse_svm_eps0.3"]
+    results = {r["run"]: r for r in fewshot.collect_results(workdir)}
     steps = config.train.epochs * config.train.steps_per_epoch
     for run in ("sparse_svm_eps0.3", "proto"):
         records = _records(workdir, run)
@@ -70,8 +81,7 @@ def test_tiny_run_trains_validates_tests_and_plots(tiny):
 
 def test_sigterm_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny, monkeypatch):
     reference, _ = tiny
-    config = _config()
-    config.methods = ("proto",)
+    config = _config(method="proto")
     workdir = str(tmp_path / "run")
     original = meta.MetaTrainer.train_step
 
@@ -84,18 +94,17 @@ def test_sigterm_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny, monkeypa
     monkeypatch.setattr(meta.MetaTrainer, "train_step", interrupted_after_step_0)
     with pytest.raises(loop.Interrupted, match="stopped by signal SIGTERM at step 1"):
         experiments.run(config, workdir)
-    assert tf.train.latest_checkpoint(os.path.join(workdir, "proto", "checkpoints")) \
-        .endswith("-1")
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("-1")
     monkeypatch.setattr(meta.MetaTrainer, "train_step", original)
     experiments.run(config, workdir)
-    resumed, expected = _records(workdir, "proto"), _records(reference, "proto")
+    resumed, expected = _records(workdir, ""), _records(reference, "proto")
     assert [r["step"] for r in resumed] == [r["step"] for r in expected]
     for got, want in zip(resumed, expected):
         keys = sorted(k for k in want if k not in ("time", "elapsed"))
         assert sorted(k for k in got if k not in ("time", "elapsed")) == keys
         np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys],
                                    rtol=1e-5, atol=1e-6)
-    with open(os.path.join(workdir, "proto", "result.json")) as f:
+    with open(os.path.join(workdir, "result.json")) as f:
         result = json.load(f)
     with open(os.path.join(reference, "proto", "result.json")) as f:
         want = json.load(f)
@@ -104,9 +113,11 @@ def test_sigterm_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny, monkeypa
 
 
 def test_finished_run_is_not_redone(tiny):
-    workdir, table = tiny
+    workdir, _ = tiny
     before = _records(workdir, "sparse_svm_eps0.3")
-    assert experiments.run(_config(), workdir) == table
+    stored = fewshot.collect_results(workdir)[1]
+    assert experiments.run(_config(), os.path.join(workdir, "sparse_svm_eps0.3")) == \
+        fewshot.format_table([stored])
     assert _records(workdir, "sparse_svm_eps0.3") == before
 
 
@@ -119,17 +130,18 @@ def test_confidence_interval_is_1_96_std_over_sqrt_n():
 
 def test_heads_and_schedule_from_the_config():
     config = _config("cpu").to_dict()
-    assert [name for name, _, _ in fewshot.run_names(config)] == \
-        ["sparse_svm_eps0.02", "sparse_svm_eps0.05", "sparse_svm_eps0.1", "dense_svm"]
-    sparse = fewshot.make_head("sparse_svm", 0.05, config, 5)
-    dense = fewshot.make_head("dense_svm", None, config, 5)
-    assert isinstance(sparse, layers.SparseSVMHead) and sparse.eps == 0.05 and not sparse.refit
+    assert fewshot.run_name(config) == "sparse_svm_eps0.05"
+    sparse = fewshot.make_head(config, 5)
+    assert isinstance(sparse, heads.SparseSVMHead) and sparse.eps == 0.05 and not sparse.refit
     config["heads"]["sparse_svm"]["refit"] = True
-    assert fewshot.run_names(config)[0] == ("sparse_svm_eps0.02_refit", "sparse_svm", 0.02)
-    assert fewshot.make_head("sparse_svm", 0.05, config, 5).refit
-    assert isinstance(dense, layers.SparseSVMHead) and dense.lam1 == 0.0
-    assert isinstance(fewshot.make_head("ridge", None, config, 5), meta.RidgeClassifierHead)
-    assert isinstance(fewshot.make_head("proto", None, config, 5), meta.PrototypeHead)
+    assert fewshot.run_name(config) == "sparse_svm_eps0.05_refit"
+    assert fewshot.make_head(config, 5).refit
+    dense = fewshot.make_head({**config, "method": "dense_svm"}, 5)
+    assert isinstance(dense, heads.DenseSVMHead)
+    assert fewshot.run_name({**config, "method": "dense_svm"}) == "dense_svm"
+    assert isinstance(fewshot.make_head({**config, "method": "ridge"}, 5),
+                      heads.RidgeClassifierHead)
+    assert isinstance(fewshot.make_head({**config, "method": "proto"}, 5), heads.PrototypeHead)
     schedule = fewshot.learning_rate(_config("").to_dict()["optimizer"], 1000)
     np.testing.assert_allclose([float(schedule(s)) for s in (0, 19_999, 20_000, 40_000, 50_001)],
                                [0.1, 0.1, 0.006, 0.0012, 0.00024], rtol=1e-6)
@@ -169,20 +181,16 @@ def test_plot_draws_the_fig5_layout(tmp_path):
     assert os.path.getsize(path) > 10_000
 
 
-OMNIGLOT = os.path.join(ROOT, "..", "shared", "data", "omniglot")
-
-
-@pytest.mark.skipif(not os.path.exists(os.path.join(OMNIGLOT, "images_background.npz")),
-                    reason="real Omniglot not found at ../shared/data/omniglot")
-def test_omniglot_run_trains_on_background_and_tests_on_evaluation(tmp_path):
+def test_omniglot_run_trains_on_background_and_tests_on_evaluation(tmp_path, real_data):
+    omniglot_dir = str(real_data / "omniglot")
     config = _config("tiny")
-    config.data.update(dataset="omniglot", root=OMNIGLOT, image_size=14, rotations=True,
-                       lake_runs=os.path.join(OMNIGLOT, "all_runs.zip"))
+    config.data.update(dataset="omniglot", root=omniglot_dir, image_size=14, rotations=True,
+                       lake_runs=os.path.join(omniglot_dir, "all_runs.zip"))
     config.eval.settings = ("3w1s", "20w1s")
-    config.methods = ("proto",)
-    table = experiments.run(config, str(tmp_path))
-    with open(tmp_path / "result.json") as f:
-        result = json.load(f)["results"][0]
+    config.method = "proto"
+    table = experiments.run(config, str(tmp_path / "proto"))
+    with open(tmp_path / "proto" / "result.json") as f:
+        result = json.load(f)
     assert result["run"] == "proto" and 0.0 <= result["test/20w1s/accuracy"] <= 1.0
     # Lake's 20 runs of 20-way one-shot: an error rate in %, one per run, mean over runs
     assert len(result["lake/runs_error"]) == 20 and result["lake/features_used"] == 1.0
@@ -190,9 +198,9 @@ def test_omniglot_run_trains_on_background_and_tests_on_evaluation(tmp_path):
     assert all(e in np.arange(0, 101, 5) for e in np.round(result["lake/runs_error"], 2))
     assert "Lake err (%)" in table
     assert "proto" in table and "eval/accuracy" in _records(str(tmp_path), "proto")[-1]
-    train = fewshot.load_data("omniglot", OMNIGLOT, "train", 0, 14, 0, True)
-    val = fewshot.load_data("omniglot", OMNIGLOT, "val", 0, 14, 0)
-    test = fewshot.load_data("omniglot", OMNIGLOT, "test", 0, 14, 0)
+    train = fewshot.load_data("omniglot", omniglot_dir, "train", 0, 14, 0, True)
+    val = fewshot.load_data("omniglot", omniglot_dir, "val", 0, 14, 0)
+    test = fewshot.load_data("omniglot", omniglot_dir, "test", 0, 14, 0)
     # 964 background classes = 800 training (x 4 rotations) + 164 validation; 659 test.
     assert (len(np.unique(train.labels)), len(np.unique(val.labels)),
             len(np.unique(test.labels))) == (3200, 164, 659)
@@ -216,16 +224,11 @@ def test_test_settings_are_validated_and_heads_follow_the_number_of_ways(tmp_pat
         experiments.run(config, str(tmp_path / "bad"))
     assert not os.path.exists(tmp_path / "bad")
     config = _config("tiny").to_dict()
-    experiment = fewshot._Experiment(config, "sparse_svm", 0.3, tf.distribute.get_strategy())
-    experiment.head.scale.assign(3.7)
-    head = experiment.head_for(2)
+    built = fewshot.FewshotRun(config, fewshot.prepare(config), tf.distribute.get_strategy())
+    built.head.scale.assign(3.7)
+    head = built.head_for(2)
     assert head.num_ways == 2 and float(head.scale) == pytest.approx(3.7)
-    assert head.eps == 0.3 and experiment.head_for(3) is experiment.head
-    # a restored backbone (eval.backbone_from) is evaluated without an optimizer or trainer
-    untrained = fewshot._Experiment(config, "proto", None, tf.distribute.get_strategy(),
-                                    trained=False)
-    assert untrained.optimizer is None and untrained.trainer is None
-    assert 0.0 <= untrained.evaluate()[0]["accuracy"] <= 1.0
+    assert head.eps == 0.3 and built.head_for(3) is built.head
 
 
 def test_results_from_before_test_settings_are_read_as_the_config_setting(tmp_path):
@@ -243,14 +246,14 @@ def test_results_from_before_test_settings_are_read_as_the_config_setting(tmp_pa
 
 def test_a_trained_backbone_is_tested_with_other_heads(tiny, tmp_path):
     workdir, _ = tiny
-    config = _config()
-    config.methods = ("sparse_svm", "proto")
-    config.heads.sparse_svm.eps = (0.3, 0.1)
-    config.eval.backbone_from = os.path.join(workdir, "proto")
     retest = str(tmp_path / "retest")
-    table = experiments.run(config, retest)
+    source = os.path.join(workdir, "proto")
+    _run_points(retest, {"eps0.3": {"method": "sparse_svm"},
+                         "eps0.1": {"method": "sparse_svm", "heads.sparse_svm.eps": 0.1},
+                         "proto": {"method": "proto"}}, **{"eval.backbone_from": source})
+    table = fewshot.report(retest)
     assert [line.split()[0] for line in table.splitlines()[1:]] == \
-        ["sparse_svm_eps0.3", "sparse_svm_eps0.1", "proto"]
+        ["sparse_svm_eps0.1", "sparse_svm_eps0.3", "proto"]
     with open(os.path.join(workdir, "proto", "result.json")) as f:
         trained = json.load(f)
     with open(os.path.join(retest, "proto", "result.json")) as f:
@@ -261,11 +264,12 @@ def test_a_trained_backbone_is_tested_with_other_heads(tiny, tmp_path):
     assert restored["backbone_from"].endswith(os.path.join("proto", "checkpoints", "ckpt-4"))
     assert [r["step"] for r in _records(retest, "proto")] == [4]
     assert not os.path.exists(os.path.join(retest, "proto", "checkpoints"))
-    with open(os.path.join(retest, "sparse_svm_eps0.1", "result.json")) as f:
+    with open(os.path.join(retest, "eps0.1", "result.json")) as f:
         sparse = json.load(f)
     assert 0.0 < sparse["test/3w1s/features_used"] <= 1.0 and sparse["eps"] == 0.1
     assert sparse["test_seconds"] > 0.0
 
+    config = _config(method="proto")
     config.eval.backbone_from = str(tmp_path / "nowhere")
     with pytest.raises(config_schema.ConfigError, match="holds no config.json and checkpoint"):
         experiments.run(config, str(tmp_path / "bad"))

@@ -221,3 +221,77 @@ def test_auto_backend_uses_the_op_outside_xla_only(monkeypatch):
     assert len(calls) == 1
     with pytest.raises(ValueError, match="backend must be one of"):
         solvers.lasso(X, Y, 0.1, backend="cpp")
+
+
+@pytest.mark.parametrize("argument", ["X", "Y", "lam"])
+def test_non_finite_input_raises_eagerly_and_fails_only_its_task_when_traced(argument):
+    rng = np.random.default_rng(11)
+    X, Y = rng.standard_normal((3, 20, 6)), rng.standard_normal((3, 20))
+    lam = 0.1 * solvers.lasso_lambda_max(X, Y).numpy()
+    {"X": X[1], "Y": Y[1], "lam": lam[1:2]}[argument][0] = np.nan
+    with pytest.raises(ValueError, match=f"lasso: {argument} has NaN or inf at task 1 "):
+        xla_lasso(X, Y, lam)
+    traced = tf.function(lambda X, Y, lam: xla_lasso(X, Y, lam, tol=1e-10), jit_compile=True)
+    result = traced(X, Y, lam)
+    assert list(result.converged.numpy()) == [True, False, True]
+    assert np.all(np.isnan(result.W.numpy()[1])) and np.isnan(result.gap.numpy()[1])
+    clean = xla_lasso(X[::2], Y[::2], lam[::2], tol=1e-10)
+    np.testing.assert_allclose(result.W.numpy()[::2], clean.W.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["xla", "op"])
+def test_float32_data_whose_squares_overflow_is_never_certified(backend):
+    """X and Y of magnitude 1e20 are finite in float32, their products are not."""
+    if backend == "op" and not lasso_op.op_available():
+        pytest.skip("the C++ Lasso op is not built")
+    rng = np.random.default_rng(12)
+    X = (1e20 * rng.standard_normal((3, 20, 6))).astype(np.float32)
+    Y = (1e20 * rng.standard_normal((3, 20))).astype(np.float32)
+    for lam in (np.float32(0.1), np.float32(1e30)):
+        result = solvers.lasso(X, Y, lam, backend=backend)
+        assert not np.any(result.converged.numpy())
+        assert np.all(np.isnan(result.W.numpy())) and not np.any(np.isfinite(result.gap.numpy()))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lam_zero_is_least_squares_certified_by_its_stationarity_residual(k):
+    """lam = 0: the duality gap equals P(W) there and certifies nothing; the certificate is
+    ||X^T (Y - X W)||_F / n, and it converges to the least-squares solution."""
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((3, 30, 6))
+    Y3 = rng.standard_normal((3, 30, k))
+    result = xla_lasso(X, Y3[..., 0] if k == 1 else Y3, 0.0, tol=1e-12, max_epochs=10_000)
+    W3 = result.W.numpy().reshape(3, 6, k)
+    reference = np.stack([np.linalg.lstsq(X[t], Y3[t], rcond=None)[0] for t in range(3)])
+    np.testing.assert_allclose(W3, reference, atol=1e-9)
+    residual = np.linalg.norm(np.swapaxes(X, 1, 2) @ (Y3 - X @ W3), axis=(1, 2)) / 30
+    np.testing.assert_allclose(result.gap.numpy(), residual, rtol=1e-6, atol=1e-15)
+    threshold = 1e-12 * np.linalg.norm(np.swapaxes(X, 1, 2) @ Y3, axis=(1, 2)) / 30
+    assert np.all(result.gap.numpy() <= threshold) and np.all(result.converged.numpy())
+
+
+@pytest.mark.parametrize("backend", ["xla", "op"])
+@pytest.mark.parametrize("shape", [(0, 10, 4, 1), (3, 10, 0, 1), (3, 10, 0, 2)],
+                         ids=["T=0", "m=0", "m=0-group"])
+def test_empty_batches_and_problems_without_features_are_solved(backend, shape):
+    if backend == "op" and not lasso_op.op_available():
+        pytest.skip("the C++ Lasso op is not built")
+    T, n, m, k = shape
+    Y = np.ones((T, n) if k == 1 else (T, n, k))
+    result = solvers.lasso(np.ones((T, n, m)), Y, 0.1, backend=backend)
+    assert result.W.shape == ((T, m) if k == 1 else (T, m, k))
+    assert result.gap.shape == result.converged.shape == result.epochs.shape == (T,)
+    assert np.all(result.converged.numpy()) and np.all(np.abs(result.gap.numpy()) <= 1e-12)
+    with pytest.raises(ValueError, match="at least one sample"):
+        solvers.lasso(np.ones((2, 0, 4)), np.ones((2, 0)), 0.1, backend=backend)
+
+
+def test_lambda_max_of_non_finite_data_is_refused_or_nan():
+    rng = np.random.default_rng(14)
+    X, Y = rng.standard_normal((3, 10, 4)), rng.standard_normal((3, 10))
+    X[2, 0, 1] = np.inf
+    with pytest.raises(ValueError, match="lasso_lambda_max: X has NaN or inf at task 2 "):
+        solvers.lasso_lambda_max(X, Y)
+    X[2, 0, 1] = np.nan
+    traced = tf.function(solvers.lasso_lambda_max)(X, Y).numpy()
+    assert np.all(np.isfinite(traced[:2])) and np.isnan(traced[2])

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdis_tf import implicit
 from sdis_tf.solvers import svm
 
 
@@ -102,6 +101,22 @@ def test_bad_input_is_named():
         svm.svm_dual(F, Y[:, :5], 0.1, 1.0)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_features_raise_eagerly_and_fail_only_their_episode_when_traced(value):
+    F, Y = episodes(T=3)
+    F[1, 2, 3] = value
+    with pytest.raises(ValueError, match="svm_dual: F has NaN or inf at task 1 "):
+        svm.svm_dual(F, Y, 0.1, 1.0)
+    result = tf.function(lambda F, Y: svm.svm_dual(F, Y, 0.1, 1.0, tol=1e-8))(F, Y)
+    assert list(result.converged.numpy()) == [True, False, True]
+    assert np.all(np.isnan(result.W.numpy()[1])) and np.isnan(result.gap.numpy()[1])
+    assert np.all(np.isfinite(result.W.numpy()[::2]))
+    with pytest.raises(ValueError, match="svm_lambda_max: F has NaN or inf at task 1 "):
+        svm.svm_lambda_max(F, Y)
+    lambda_max = tf.function(svm.svm_lambda_max)(F, Y).numpy()
+    assert np.isnan(lambda_max[1]) and np.all(lambda_max[::2] > 0)
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 1.0])
 def test_implicit_gradient_matches_finite_differences(smoothing):
     F, Y = episodes(seed=4)
@@ -113,7 +128,7 @@ def test_implicit_gradient_matches_finite_differences(smoothing):
     def loss(F, lam1, lam2):
         # A gap of 1e-14 leaves the smoothed (strongly convex) dual ~sqrt(1e-14) from its
         # optimum: run a fixed, ample number of iterations (tol=0) to machine precision.
-        W, _ = implicit.svm_implicit(F, Y, lam1, lam2, smoothing=smoothing,
+        W, _ = svm.svm_implicit(F, Y, lam1, lam2, smoothing=smoothing,
                                      tol=0.0 if smoothing else 1e-14,
                                      max_iter=3_000 if smoothing else 300_000)
         return tf.reduce_sum(tf.einsum("tqm,tkm->tqk", query, W) * cotangent)
@@ -144,7 +159,7 @@ def test_implicit_gradient_matches_unrolling():
             loss = tf.reduce_sum(tf.sin(solve(Ft)))
         return tape.gradient(loss, Ft).numpy()
 
-    reference = gradient(lambda F: implicit.svm_implicit(F, Y, lam1, 1.0, smoothing=1.0,
+    reference = gradient(lambda F: svm.svm_implicit(F, Y, lam1, 1.0, smoothing=1.0,
                                                          tol=0.0, max_iter=3_000)[0])
     # The smoothed dual is strongly concave: FISTA converges linearly and so do the unrolled
     # gradients (100 iterations reach ~1e-9 here; the gradient of 10 is visibly off).

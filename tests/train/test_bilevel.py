@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdis_tf import layers
+from sdis_tf import heads
 from sdis_tf.data import synthetic
 from sdis_tf.data.tasks import TaskBatch
 from sdis_tf.models.mlp import MLPEncoder
@@ -18,14 +18,14 @@ def test_task_losses_match_float64_least_squares():
     rng = np.random.default_rng(0)
     f_s, f_q = rng.standard_normal((3, 20, 4)), rng.standard_normal((3, 7, 4))
     y_s, y_q = rng.standard_normal((3, 20)), rng.standard_normal((3, 7))
-    losses, W = bilevel.task_losses(layers.RidgeHead(lam=0.0, dtype="float64"), tf.constant(f_s), tf.constant(y_s),
+    losses, W = bilevel.task_losses(heads.RidgeHead(lam=0.0, dtype="float64"), tf.constant(f_s), tf.constant(y_s),
                                     tf.constant(f_q), tf.constant(y_q))
     for t in range(3):
         w = np.linalg.lstsq(f_s[t], y_s[t], rcond=None)[0]
         np.testing.assert_allclose(W[t], w, rtol=1e-9)
         np.testing.assert_allclose(losses[t], np.sum((y_q[t] - f_q[t] @ w) ** 2) / (2 * 7), rtol=1e-9)
     # Without a query set the loss is the support fit.
-    same, _ = bilevel.task_losses(layers.RidgeHead(lam=0.0, dtype="float64"), tf.constant(f_s), tf.constant(y_s))
+    same, _ = bilevel.task_losses(heads.RidgeHead(lam=0.0, dtype="float64"), tf.constant(f_s), tf.constant(y_s))
     w0 = np.linalg.lstsq(f_s[0], y_s[0], rcond=None)[0]
     np.testing.assert_allclose(same[0], np.sum((y_s[0] - f_s[0] @ w0) ** 2) / 40, rtol=1e-9)
 
@@ -54,7 +54,7 @@ def _trainer(strategy, num_tasks=4):
         optimizer.build(encoder.trainable_variables)
     # A tight inner tolerance: the solves must not differ by more than float32 rounding
     # when the replicas see the tasks in smaller batches.
-    trainer = bilevel.BilevelTrainer(encoder, layers.LassoHead(eps=0.1, tol=1e-9), optimizer, strategy,
+    trainer = bilevel.BilevelTrainer(encoder, heads.LassoHead(eps=0.1, tol=1e-9), optimizer, strategy,
                                      sample_batch, num_tasks=num_tasks)
     return trainer, encoder
 

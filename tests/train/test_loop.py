@@ -1,5 +1,6 @@
 """The shared training loop: evaluation cadence, resume, signals, non-finite losses."""
 
+import math
 import signal
 
 import pytest
@@ -96,3 +97,24 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_p
         counter.fit()
     assert counter.checkpointer.latest.endswith("ckpt-6")
     assert [r["step"] for r in counter.rundir.read_metrics()] == [0, 4]
+
+
+def test_non_finite_eval_metrics_are_recorded_warned_once_and_training_goes_on(tmp_path, caplog):
+    counter = Counter(tmp_path)
+    counter.evaluate = lambda: ({"state": float(counter.state.numpy()), "mcc": float("nan"),
+                                 "r": float("inf") if counter.calls else 0.5}, {})
+    final = counter.fit()
+    assert counter.calls == list(range(10)) and final["eval/state"] == 55.0
+    records = counter.rundir.read_metrics()
+    assert [r["step"] for r in records] == [0, 4, 8, 10]
+    assert all(math.isnan(r["eval/mcc"]) for r in records)
+    assert records[0]["eval/r"] == 0.5 and records[-1]["eval/r"] == math.inf
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "non-finite eval/mcc=nan at step 0: recorded as is, training continues "
+        "(warned once per metric)",
+        "non-finite eval/r=inf at step 4: recorded as is, training continues "
+        "(warned once per metric)"]
+    again = Counter(tmp_path).fit()  # a rerun returns the recorded final record
+    assert again.keys() == final.keys() and again["eval/state"] == 55.0
+    assert math.isnan(again["eval/mcc"])

@@ -1,11 +1,12 @@
-"""The few-shot step: heads against NumPy, the SGD update against a direct gradient, mirrored."""
+"""The few-shot step: the loss and episode metrics, the SGD update against a direct gradient,
+mirrored (the heads: tests/test_heads.py)."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdis_tf import layers
+from sdis_tf import heads
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.train import distribute, meta
 
@@ -15,29 +16,6 @@ def _features(T=2, ways=3, shots=2, queries=2, m=4, seed=0):
     labels = np.tile(np.repeat(np.arange(ways), shots), (T, 1)).astype(np.int32)
     return (rng.standard_normal((T, ways * shots, m)), labels,
             rng.standard_normal((T, ways * queries, m)))
-
-
-def test_prototype_head_is_minus_scaled_squared_distance():
-    support, labels, query = _features()
-    head = meta.PrototypeHead(3, scale=2.0, dtype="float64")
-    logits = head((tf.constant(support), tf.constant(labels), tf.constant(query))).numpy()
-    for t in range(2):
-        centres = np.stack([support[t][labels[t] == k].mean(0) for k in range(3)])
-        distances = ((query[t][:, None, :] - centres[None]) ** 2).sum(-1)
-        np.testing.assert_allclose(logits[t], -2.0 * distances / 4, rtol=1e-10)
-
-
-def test_ridge_head_is_the_closed_form_ridge_onto_one_hot_labels():
-    support, labels, query = _features(m=5)
-    head = meta.RidgeClassifierHead(3, lam=0.3, scale=1.5)
-    logits = head(tuple(tf.constant(a, tf.float32) if a.dtype != np.int32 else tf.constant(a)
-                        for a in (support, labels, query))).numpy()
-    n = support.shape[1]
-    for t in range(2):
-        onehot = np.eye(3)[labels[t]]
-        W = np.linalg.solve(support[t].T @ support[t] / n + 0.3 * np.eye(5),
-                            support[t].T @ onehot / n)
-        np.testing.assert_allclose(logits[t], 1.5 * query[t] @ W, rtol=2e-4, atol=2e-5)
 
 
 def test_smoothed_cross_entropy():
@@ -53,58 +31,6 @@ def test_smoothed_cross_entropy():
         labels, logits), rtol=1e-12)
 
 
-def test_head_output_reports_the_features_each_episode_uses():
-    support, labels, query = (tf.constant(a) for a in _features(m=12, shots=3))
-    head = layers.SparseSVMHead(3, lam1=1.5, dtype="float64", tol=1e-8, max_iter=5000)
-    out = meta.head_output(head, support, labels, query)
-    W, _ = head.solve((support, labels, query))
-    np.testing.assert_array_equal(out.used, np.any(W.numpy() != 0, axis=1))
-    assert 0 < out.used.numpy().mean() < 1
-    np.testing.assert_allclose(out.logits, head((support, labels, query)), rtol=1e-9)
-    none = meta.head_output(layers.SparseSVMHead(3, lam1=1e6, dtype="float64"), support, labels,
-                            query)
-    assert not np.any(none.used) and np.all(none.logits.numpy() == 0)
-    dense = meta.head_output(meta.PrototypeHead(3, dtype="float64"), support, labels, query)
-    assert dense.used.shape == (2, 12) and np.all(dense.used)
-
-
-def test_refit_head_is_the_dense_svm_on_the_selected_features():
-    support, labels, query = (tf.constant(a) for a in _features(T=3, m=10, shots=3, seed=1))
-    settings = dict(dtype="float64", tol=1e-12, max_iter=50_000)
-    sparse = layers.SparseSVMHead(3, 0.5, **settings)
-    refit = layers.SparseSVMHead(3, 0.5, refit=True, **settings)
-    W_sparse, _ = sparse.solve((support, labels, query))
-    W, result = refit.solve((support, labels, query))
-    selected = np.any(W_sparse.numpy() != 0, axis=1)
-    assert 0 < selected.mean() < 1
-    np.testing.assert_array_equal(np.any(W.numpy() != 0, axis=1), selected)
-    for t in range(3):  # the dense SVM on the selected columns alone
-        columns = tf.constant(support.numpy()[t][:, selected[t]][None])
-        dense = layers.SparseSVMHead(3, lam1=0.0, **settings)
-        W_t, _ = dense.solve((columns, labels[t:t + 1], query[t:t + 1]))
-        np.testing.assert_allclose(W.numpy()[t][:, selected[t]], W_t.numpy()[0], atol=1e-8)
-    assert np.all(result.gap.numpy() <= 1e-10)
-    assert layers.SparseSVMHead.from_config(refit.get_config()).refit
-    with pytest.raises(ValueError, match="refit"):
-        layers.SparseSVMHead(3, 0.5, refit=1)
-
-
-def test_refit_head_gradient_matches_finite_differences():
-    support, labels, query = _features(T=2, m=8, shots=3, seed=2)
-    head = layers.SparseSVMHead(3, 0.5, refit=True, dtype="float64", tol=1e-13, max_iter=100_000)
-    head.build(None)
-    direction = np.random.default_rng(3).standard_normal(support.shape)
-    loss = lambda F: tf.reduce_sum(tf.sin(head((F, tf.constant(labels), tf.constant(query)))))
-    F = tf.constant(support)
-    with tf.GradientTape() as tape:
-        tape.watch(F)
-        value = loss(F)
-    analytic = float(tf.reduce_sum(tape.gradient(value, F) * direction))
-    h = 1e-6
-    numeric = (float(loss(F + h * direction)) - float(loss(F - h * direction))) / (2 * h)
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-5)
-
-
 def test_encode_episodes_and_episode_metrics():
     support, labels, query = _features(T=2, ways=3, shots=1, queries=1, m=6)
     images = lambda a: tf.constant(a.reshape(a.shape[:2] + (1, 2, 3)), tf.float32)
@@ -118,7 +44,7 @@ def test_encode_episodes_and_episode_metrics():
     query_labels = np.stack([labels[0], [1, 0, 2]]).astype(np.int32)
     batch = meta.EpisodeBatch(images(support), tf.constant(labels), images(support),
                               tf.constant(query_labels))
-    accuracy, used = meta.episode_metrics(backbone, meta.PrototypeHead(3), batch)
+    accuracy, used = meta.episode_metrics(backbone, heads.PrototypeHead(3), batch)
     np.testing.assert_allclose(accuracy, [1.0, 1.0 / 3.0])
     assert used.shape == (2, 6)
 
@@ -151,7 +77,7 @@ def test_sgd_step_equals_a_direct_gradient_through_the_svm_head():
     """ResNet-12 with DropBlock (masks keyed by the step), BN in training mode, label smoothing,
     weight decay and the learnable scale: the update is -lr * the directly computed gradient."""
     backbone_fn = lambda: ResNet12((2, 2, 2, 2), drop_rate=0.2, dropblock_size=2, ramp_steps=4)
-    head_fn = lambda: layers.SparseSVMHead(3, lam1=0.05, tol=1e-3, max_iter=2000)
+    head_fn = lambda: heads.SparseSVMHead(3, lam1=0.05, tol=1e-3, max_iter=2000)
     trainer = _trainer(distribute.create_strategy("default"), backbone_fn, head_fn,
                        lr=0.1, decay=0.01, smoothing=0.2)
     # The direct gradient first, then the step on the same weights (the moving BN
@@ -187,7 +113,7 @@ def test_sgd_step_equals_a_direct_gradient_through_the_svm_head():
 
 def test_mirrored_steps_equal_default_steps():
     backbone_fn = lambda: keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(8)])
-    head_fn = lambda: meta.PrototypeHead(3)
+    head_fn = lambda: heads.PrototypeHead(3)
     default = _trainer(distribute.create_strategy("default"), backbone_fn, head_fn, decay=0.1,
                        smoothing=0.1)
     mirrored = _trainer(distribute.create_strategy("mirrored"), backbone_fn, head_fn, decay=0.1,

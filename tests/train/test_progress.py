@@ -30,3 +30,16 @@ def test_lines_come_every_interval_with_rate_eta_and_metrics():
     assert line == ("[lasso] step 301/1000 (30%), 10.00 steps/s, ETA 1m10s, "
                     "eval/mcc=0.9 train/loss=0.25")
     assert progress.update(302, {}, force=True).startswith("[lasso] step 302/1000")
+
+
+def test_non_finite_and_non_numeric_metrics_are_shown():
+    progress = Progress(10, every_seconds=0.0, clock=FakeClock())
+    line = progress.update(1, {"eval/mcc": float("nan"), "eval/r": float("inf"),
+                               "eval/note": "nan"})
+    assert line.endswith("eval/mcc=nan eval/note=nan eval/r=inf")
+
+
+def test_per_factor_scores_stay_out_of_the_progress_line():
+    progress = Progress(10, every_seconds=0.0, clock=lambda: 0.0)
+    text = progress.line(5, {"eval/mcc": 0.9, "eval/mcc/shape": 0.1, "train/loss": 0.5})
+    assert "eval/mcc=0.9" in text and "train/loss=0.5" in text and "shape" not in text

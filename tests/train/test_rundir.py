@@ -1,9 +1,13 @@
 """Run directory: atomic writes, config checks on rerun, metrics records, results."""
 
 import json
+import math
 import os
+import stat
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from sdis_tf.train import rundir as rundir_lib
 from sdis_tf.train.rundir import ConfigMismatchError, RunDir
@@ -46,12 +50,54 @@ def test_metrics_records_truncate_and_non_finite_values(tmp_path):
     run = RunDir(str(tmp_path))
     assert run.read_metrics() == []
     for step in (0, 5, 10):
-        run.append_metrics(step, 1.5, {"eval/mcc": step / 10, "train/loss": float("nan")})
+        written = run.append_metrics(step, 1.5, {"eval/mcc": step / 10, "eval/r": np.nan,
+                                                 "eval/dci": np.float32(-np.inf)})
+        assert math.isnan(written["eval/r"]) and written["eval/dci"] == -math.inf
     records = run.read_metrics()
     assert [r["step"] for r in records] == [0, 5, 10]
-    assert records[1] == {"step": 5, "time": 1.5, "eval/mcc": 0.5, "train/loss": "nan"}
+    assert records[1]["eval/mcc"] == 0.5 and records[1]["time"] == 1.5
+    assert math.isnan(records[1]["eval/r"]) and records[1]["eval/dci"] == -math.inf
+    assert '"eval/r": NaN' in (tmp_path / "metrics.jsonl").read_text()
     run.truncate_metrics(5)
-    assert [r["step"] for r in run.read_metrics()] == [0, 5]
+    records = run.read_metrics()
+    assert [r["step"] for r in records] == [0, 5] and math.isnan(records[1]["eval/r"])
+    run.write_result({"eval/r": float("nan")})
+    assert math.isnan(run.result()["eval/r"])
+
+
+def test_metrics_written_as_strings_read_back_as_floats(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 0, "time": 1.0, "eval/mcc": "nan", "eval/r": "inf", "eval/loss": "-inf"}\n')
+    [record] = RunDir(str(tmp_path)).read_metrics()
+    assert math.isnan(record["eval/mcc"]) and record["eval/r"] == math.inf
+    assert record["eval/loss"] == -math.inf
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_run_files_follow_the_umask(tmp_path, umask_022):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = RunDir(str(tmp_path))
+    run.write_config({"seed": 0})
+    run.append_metrics(0, 0.0, {"eval/mcc": 0.5})
+    run.write_result({"eval/mcc": 0.5})
+    rundir_lib.save_figure(plt.figure(), str(tmp_path / "figure.png"))
+    rundir_lib.atomic_write(str(tmp_path / "table.csv"), "a,b\n")
+    for name in ("config.json", "metrics.jsonl", "result.json", "figure.png", "table.csv"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
+    rundir_lib.save_figure(np.zeros((4, 5, 3), np.uint8), str(tmp_path / "image.png"))
+    assert stat.S_IMODE(os.stat(tmp_path / "image.png").st_mode) == 0o644
+    os.umask(0o077)
+    rundir_lib.atomic_write(str(tmp_path / "private.txt"), b"x")
+    assert stat.S_IMODE(os.stat(tmp_path / "private.txt").st_mode) == 0o600
 
 
 def test_result_marks_the_run_finished(tmp_path):
@@ -70,13 +116,19 @@ def test_non_chief_writes_nothing(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_summaries_write_tensorboard_events(tmp_path):
-    import numpy as np
+def test_summaries_write_tensorboard_events_non_finite_included(tmp_path):
     run = RunDir(str(tmp_path))
-    run.write_summaries(3, {"eval/mcc": 0.5}, {"eval/abs_corr": np.ones((1, 4, 4, 1), np.float32)})
+    run.write_summaries(3, {"eval/mcc": 0.5, "eval/r": float("nan")},
+                        {"eval/abs_corr": np.ones((1, 4, 4, 1), np.float32)})
     run.close()
     events = os.listdir(tmp_path / "tensorboard")
     assert len(events) == 1 and events[0].startswith("events.out.tfevents")
+    scalars = {}
+    for event in tf.compat.v1.train.summary_iterator(str(tmp_path / "tensorboard" / events[0])):
+        for value in event.summary.value:
+            if value.tag.startswith("eval/") and value.tag != "eval/abs_corr":
+                scalars[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert scalars["eval/mcc"] == 0.5 and math.isnan(scalars["eval/r"])
 
 
 def test_save_figure_is_atomic_and_closes(tmp_path):
@@ -84,7 +136,26 @@ def test_save_figure_is_atomic_and_closes(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure()
-    path = rundir_lib.save_figure(fig, str(tmp_path / "a" / "fig.png"))
+    fig = plt.figure(figsize=(2, 1))
+    path = rundir_lib.save_figure(fig, str(tmp_path / "a" / "fig.png"), dpi=50)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path / "a") == ["fig.png"] and not plt.fignum_exists(fig.number)
+    assert tf.io.decode_png(open(path, "rb").read()).shape[:2] == (50, 100)
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (6, 7, 1), (6, 7, 3), (6, 7, 4)])
+def test_save_figure_writes_uint8_images_as_they_are(tmp_path, shape):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    path = rundir_lib.save_figure(image, str(tmp_path / "image.png"))
+    decoded = tf.io.decode_png(open(path, "rb").read(), channels=0).numpy()
+    np.testing.assert_array_equal(decoded.reshape(shape), image)
+    assert os.listdir(tmp_path) == ["image.png"]
+    with pytest.raises(ValueError, match=r"uint8 image.*got float32 \(6, 7"):
+        rundir_lib.save_figure(image.astype(np.float32), str(tmp_path / "bad.png"))
+
+
+def test_atomic_write_takes_text_and_bytes(tmp_path):
+    rundir_lib.atomic_write(str(tmp_path / "t.txt"), "é\n")
+    rundir_lib.atomic_write(str(tmp_path / "b.bin"), b"\x00\xff")
+    assert (tmp_path / "t.txt").read_bytes() == "é\n".encode()
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\xff"
