@@ -80,7 +80,8 @@ class Checkpointer:
         """Restores the newest intact checkpoint; returns its step (0 if there is none).
 
         An unreadable checkpoint (truncated or corrupt `.index` / `.data`) gets one
-        warning line and the next older one is tried.
+        warning line and the next older one is tried; a readable one that does not match
+        the trackables (another model) raises as it is.
 
         Raises:
           NoIntactCheckpointError: there are checkpoints and none can be read.
@@ -89,7 +90,7 @@ class Checkpointer:
         for path in reversed(candidates):
             try:
                 self._checkpoint.restore(path).assert_existing_objects_matched()
-            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+            except (tf.errors.OpError, ValueError, IndexError) as error:
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else \
                     type(error).__name__
                 logging.warning("checkpoint %s is unreadable (%s); trying an older one",

@@ -97,8 +97,8 @@ def run(experiment: Experiment, config, workdir: str) -> str:
     strategy = distribute.create_strategy(config["distribute"])
     chief = distribute.is_chief(strategy)
     lock = WorkdirLock(workdir).acquire() if chief else None
+    rundir = RunDir(workdir, chief=chief)
     try:
-        rundir = RunDir(workdir, chief=chief)
         rundir.write_config(config)
         stored = rundir.result()
         if stored is not None:
@@ -108,6 +108,7 @@ def run(experiment: Experiment, config, workdir: str) -> str:
         result = _train_and_finish(built, rundir, strategy, config["log_every_seconds"])
         return experiment.summarize(result)
     finally:
+        rundir.close()  # the TensorBoard writer, also when training raised
         if lock is not None:
             lock.release()
 
@@ -128,7 +129,6 @@ def _train_and_finish(built: Run, rundir: RunDir, strategy: tf.distribute.Strate
         final = evaluate_once(built, rundir)
     result = built.finish(final, rundir)
     rundir.write_result(result)
-    rundir.close()
     return result
 
 

@@ -120,3 +120,13 @@ def test_no_intact_checkpoint_is_one_clear_error(tmp_path):
         f.truncate(10)
     with pytest.raises(NoIntactCheckpointError, match="no intact checkpoint in .*ckpt"):
         Checkpointer(directory, model=model, optimizer=optimizer).restore()
+
+
+def test_a_checkpoint_of_another_model_is_not_taken_for_a_damaged_one(tmp_path):
+    directory = str(tmp_path / "ckpt")
+    model, optimizer = _model_and_optimizer(0)
+    _saved_steps(directory, model, optimizer, (1,))
+    keras.utils.set_random_seed(0)
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(4)])
+    with pytest.raises(AssertionError):
+        Checkpointer(directory, model=other).restore()
