@@ -86,8 +86,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, schedule="constant"))
     config.train = ml_collections.ConfigDict(dict(steps=20000, num_tasks=8, jit_compile=True))
     config.eval = ml_collections.ConfigDict(dict(
-        every_steps=1000, grid_points=0, train_points=100000, batch_size=1000, num_tasks=20,
-        ica=True, sweep_image=True))
+        every_steps=1000, grid_points=0, train_points=100000, agreement_points=5000,
+        batch_size=1000, num_tasks=20, ica=True, sweep_image=True))
     config.checkpoint_every_steps = 1000
     config.log_every_seconds = 30.0
 
@@ -119,6 +119,7 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
         config.eval.every_steps = 2
         config.eval.grid_points = 300
         config.eval.train_points = 300
+        config.eval.agreement_points = 100
         config.eval.batch_size = 150
         config.eval.num_tasks = 2
         config.checkpoint_every_steps = 2
@@ -128,6 +129,8 @@ def get_config(preset: str = "") -> ml_collections.ConfigDict:
 
 EPS_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 SEEDS = (0, 1, 2)
+SELECT_EPS_GRID = (0.1, 0.2, 0.3)
+SELECT_SEEDS = (0, 1, 2, 3, 4)
 
 
 def get_sweep(name: str, hyper) -> list[dict]:
@@ -141,7 +144,20 @@ def get_sweep(name: str, hyper) -> list[dict]:
     outer-Ridge (36 runs). "fig4_rho_small": the rho sweep in miniature for a 2-core CPU
     (with the "cpu" preset): rho in {0, 0.5, 0.9}, inner-Lasso and inner-Ridge at eps 0.1,
     one seed, 1,500 steps (6 runs).
+
+    Not the paper's: "eps_select" (model selection without the factors, with the "cpu64"
+    preset): inner-Lasso at eps in SELECT_EPS_GRID x SELECT_SEEDS under the config's own
+    factor roles (15 runs), for disentangle_figures' oracle, val_loss and agreement rules.
+    "sprites" (with the "sprites" preset): inner-Lasso and inner-Ridge x SELECT_SEEDS at the
+    preset's eps (10 runs).
     """
+    if name == "eps_select":
+        return hyper.product([hyper.fixed("method", "lasso"),
+                              hyper.sweep("eps", SELECT_EPS_GRID),
+                              hyper.sweep("seed", SELECT_SEEDS)])
+    if name == "sprites":
+        return hyper.product([hyper.sweep("method", ("lasso", "ridge")),
+                              hyper.sweep("seed", SELECT_SEEDS)])
     paper = hyper.fixed("data.periodic", ())
     if name == "fig4_rho_small":
         return hyper.product([paper, hyper.fixed("train.steps", 1500),
@@ -158,7 +174,7 @@ def get_sweep(name: str, hyper) -> list[dict]:
     }
     if name not in settings:
         raise ValueError(f"unknown sweep {name!r}; allowed: {', '.join(map(repr, settings))}"
-                         ", 'fig4_rho_small'")
+                         ", 'fig4_rho_small', 'eps_select', 'sprites'")
     methods = ("outer_lasso", "outer_ridge") if name == "fig10" else ("lasso", "ridge")
     return hyper.product([paper, settings[name], hyper.sweep("method", methods),
                           hyper.sweep("eps", EPS_GRID), hyper.sweep("seed", SEEDS)])

@@ -172,12 +172,14 @@ class Tuple(Spec):
 
 
 def did_you_mean(path: str, key: str, keys: Iterable[str]) -> str:
-    """'did you mean config.data.rho? ' for a mistyped `key` of section `path`, or ''.
+    """'did you mean config.data.rho? ' for a mistyped `key` of section `path` ("did you
+    mean 'rho'? " for path ""), or ''.
 
     Names up to 3 of `keys` (difflib similarity ratio >= 0.6), the closest first.
     """
     near = difflib.get_close_matches(key, sorted(keys), n=3, cutoff=0.6)
-    return f"did you mean {' or '.join(f'{path}.{k}' for k in near)}? " if near else ""
+    names = [f"{path}.{k}" if path else repr(k) for k in near]
+    return f"did you mean {' or '.join(names)}? " if near else ""
 
 
 def _walk(config: Mapping, schema: Mapping, path: str, problems: list) -> None:

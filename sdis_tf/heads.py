@@ -40,7 +40,6 @@ Labels outside [0, num_ways) raise eagerly; inside `tf.function` they fail a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 from typing import Any, Mapping, NamedTuple
 
@@ -48,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sdis_tf.config_schema import Bool, Choice, Float, Int, Spec
+from sdis_tf.config_schema import Bool, Choice, Float, Int, Spec, did_you_mean
 from sdis_tf.solvers import (lasso_implicit, lasso_lambda_max, lasso_unrolled, ridge_implicit,
                              ridge_lambda_max, svm_dual, svm_implicit, svm_lambda_max)
 from sdis_tf.solvers.lasso import BACKENDS as LASSO_BACKENDS
@@ -549,9 +548,8 @@ def build(head: str, /, **fields) -> Head:
     head_class = HEADS[head]
     for field in fields:
         if field not in head_class.FIELDS and field not in LAYER_FIELDS:
-            close = difflib.get_close_matches(field, head_class.FIELDS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"head {head!r}: unknown field {field!r}{hint}; fields of "
+            raise ValueError(f"head {head!r}: unknown field {field!r}; "
+                             f"{did_you_mean('', field, head_class.FIELDS)}fields of "
                              f"{head_class.__name__}: {', '.join(head_class.FIELDS)}")
     try:
         inspect.signature(head_class).bind(**fields)

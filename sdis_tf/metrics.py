@@ -21,7 +21,9 @@ Per-factor terms, whose means are the scores above: `matched_correlations`
 (the MCC's term of each factor), `coefficients_of_determination` (R^2_i of each
 factor) and `dci_terms` (D_j of each code, C_i of each factor). For an
 unordered (categorical) factor, `class_decodability` scores how well a linear
-classifier recovers its classes from the codes.
+classifier recovers its classes from the codes. Without any factor,
+`code_agreement` scores each of several independently trained encoders by how
+well its codes match the others' on the same inputs (a model-selection signal).
 
 Inputs must be finite and no column may be constant (a correlation with a
 constant is undefined); violations raise `ValueError` naming the argument.
@@ -377,3 +379,55 @@ def class_decodability(classes, z_hat):
         lda = discriminant_analysis.LinearDiscriminantAnalysis(solver="svd")
         accuracy = lda.fit(codes, classes).score(codes, classes)
     return float(max(0.0, (accuracy - chance) / (1.0 - chance)))
+
+
+def code_agreement(codes):
+    """Agreement of S encoders' codes on the same P inputs: for each model, the median
+    over the other models of the MCC between their codes.
+
+    With A[i, j] = mcc(codes[i], codes[j]) (Pearson, Hungarian matching; symmetric),
+
+        agreement_i = median over j != i of A[i, j].
+
+    Encoders identified up to permutation and rescaling of the codes (the inner-Lasso's
+    guarantee) agree with each other, since each one's codes are then rescaled copies
+    of the same factors; encoders that only share the factors' span (inner-Ridge:
+    identified up to an invertible linear map) do not. It needs no factor: it is the
+    unsupervised disentanglement ranking of Duan et al. (2020, UDR) without the KL-based
+    choice of informative latents, which an encoder with no KL term does not have (all
+    m codes count). A model whose codes are degenerate (a constant or non-finite
+    column) gets NaN and is left out of the others' medians.
+
+    Args:
+      codes: `[S, P, m]` codes of S models on the same P inputs, S >= 2.
+
+    Returns:
+      `[S]` float64 agreements in [0, 1] (NaN for a degenerate model or when fewer than
+      two models are usable).
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim != 3 or codes.shape[0] < 2:
+        raise ValueError(f"`codes` must have shape [S, P, m] with S >= 2 models; received "
+                         f"shape {codes.shape}.")
+    usable = np.array([_usable_codes(c) for c in codes])
+    pairs = np.full((len(codes), len(codes)), np.nan)
+    index = np.flatnonzero(usable)
+    if index.size >= 2:
+        first, second = np.triu_indices(index.size, k=1)
+        scores = mcc(codes[index[first]], codes[index[second]])
+        pairs[index[first], index[second]] = pairs[index[second], index[first]] = scores
+    agreement = np.full(len(codes), np.nan)
+    for i in index:
+        others = np.delete(pairs[i], i)
+        if np.isfinite(others).any():
+            agreement[i] = np.nanmedian(others)
+    return agreement
+
+
+def _usable_codes(codes):
+    """Whether codes `[P, m]` are finite with no constant column (`_check_values`)."""
+    try:
+        _check_values("codes", codes)
+    except ValueError:
+        return False
+    return True

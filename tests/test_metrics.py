@@ -312,3 +312,39 @@ def test_argument_errors():
         metrics.dci(z[:, :1], z)
     with pytest.raises(ValueError, match="Need at least 5 samples"):
         metrics.multiple_correlation(z[:4], z[:4])
+
+
+def _brute_force_mcc(a, b):
+    """Mean |Pearson| over the best one-to-one matching, by trying every permutation."""
+    k = a.shape[1]
+    c = np.abs(np.corrcoef(a.T, b.T)[:k, k:])
+    return max(np.mean(c[np.arange(k), list(p)]) for p in itertools.permutations(range(k)))
+
+
+def test_code_agreement_is_the_median_of_pairwise_mccs():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(400, 3))
+    codes = np.stack([z * [1.0, -2.0, 0.5],                       # copies of the factors
+                      z[:, [2, 0, 1]] * 3.0,
+                      z @ rng.normal(size=(3, 3)),                # mixtures
+                      z @ rng.normal(size=(3, 3))])
+    pairwise = np.array([[_brute_force_mcc(a, b) for b in codes] for a in codes])
+    expected = [np.median(np.delete(pairwise[i], i)) for i in range(4)]
+    np.testing.assert_allclose(metrics.code_agreement(codes), expected, rtol=1e-12)
+    # the two copies of the factors agree perfectly with each other
+    assert pairwise[0, 1] == pytest.approx(1.0)
+
+
+def test_code_agreement_leaves_degenerate_models_out():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(200, 2))
+    dead = z.copy()
+    dead[:, 1] = 0.5                                              # a constant code
+    broken = z.copy()
+    broken[3, 0] = np.nan
+    agreement = metrics.code_agreement(np.stack([z, 2 * z, dead, broken]))
+    np.testing.assert_allclose(agreement[:2], 1.0)
+    assert np.isnan(agreement[2:]).all()
+    assert np.isnan(metrics.code_agreement(np.stack([z, dead]))).all()
+    with pytest.raises(ValueError, match=r"\[S, P, m\] with S >= 2"):
+        metrics.code_agreement(z[None])

@@ -250,3 +250,18 @@ def test_slurm_task_checkpoints_and_requeues_itself_near_the_time_limit(tmp_path
     assert code == 128 + signal.SIGTERM
     assert not sweep[1].finished and not os.path.exists(sweep[0].workdir)
     assert calls.read_text().split() == ["requeue", "77_1"]
+
+
+def test_model_selection_and_sprite_sweeps(tmp_path):
+    config = DISENTANGLE + ":cpu64"
+    select = points.make_points(config, {}, points.load_sweep(config, "eps_select"),
+                                str(tmp_path / "select"))
+    assert sorted((p.overrides["eps"], p.overrides["seed"]) for p in select) == [
+        (eps, seed) for eps in (0.1, 0.2, 0.3) for seed in range(5)]
+    assert all(p.overrides["method"] == "lasso" and "data.periodic" not in p.overrides
+               for p in select)                 # the config's own factor roles
+    sprites = DISENTANGLE + ":sprites"
+    runs = points.make_points(sprites, {}, points.load_sweep(sprites, "sprites"),
+                              str(tmp_path / "sprites"))
+    assert sorted((p.overrides["method"], p.overrides["seed"]) for p in runs) == [
+        (method, seed) for method in ("lasso", "ridge") for seed in range(5)]

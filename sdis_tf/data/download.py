@@ -13,7 +13,8 @@ such as "omniglot/all_runs.zip"), its URL and its SHA-256. `fetch(remote)` retur
   `name` only ever exists complete and verified; a failed or refused download leaves no
   file behind.
 
-The cache is `$SDIS_TF_DATA` when set, else `~/.cache/sdis_tf` (`cache_dir`). Every
+The cache is `$SDIS_TF_DATA` when set, else `~/.cache/sdis_tf` (`$XDG_CACHE_HOME`
+replaces `~/.cache`, as for the compiled ops of `custom_ops/build.py`; `cache_dir`). Every
 failure is a `DownloadError`, a `DataFileError` (a run stops with its one line and exit
 status 2): without network (or on an HTTP error) the line names the URL to fetch and the
 exact path to put the file at; a checksum mismatch gives both digests.
@@ -37,7 +38,6 @@ from tqdm import tqdm
 from sdis_tf.data.errors import DataFileError
 
 CACHE_ENV = "SDIS_TF_DATA"
-DEFAULT_CACHE = os.path.join("~", ".cache", "sdis_tf")
 LOCK = ".lock"                # in the cache: held while a download is placed
 TIMEOUT_SECONDS = 60          # per blocking network operation (connect, each read)
 _CHUNK = 1 << 20              # bytes read, hashed and written at a time
@@ -56,8 +56,11 @@ class DownloadError(DataFileError):
 
 
 def cache_dir() -> str:
-    """The data cache: `$SDIS_TF_DATA`, or `~/.cache/sdis_tf` when unset (absolute)."""
-    return os.path.abspath(os.path.expanduser(os.environ.get(CACHE_ENV) or DEFAULT_CACHE))
+    """The data cache (absolute): `$SDIS_TF_DATA`, else `$XDG_CACHE_HOME/sdis_tf`, else
+    `~/.cache/sdis_tf`."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "sdis_tf")
+    return os.path.abspath(os.path.expanduser(root))
 
 
 def cached_path(remote: RemoteFile) -> str:
@@ -76,7 +79,8 @@ def fetch(remote: RemoteFile) -> str:
     path = cached_path(remote)
     if not os.path.exists(path):
         try:
-            _download_once(remote, path)
+            if _download_once(remote, path):
+                return path          # hashed while it streamed in
         except OSError as error:   # network errors are DownloadErrors already: this is local
             raise DownloadError(f"cannot write {path} ({error}); set {CACHE_ENV} to a "
                                 "writable folder for the data cache") from None
@@ -110,12 +114,13 @@ def _exclusive(lock_path: str):
         yield
 
 
-def _download_once(remote: RemoteFile, path: str) -> None:
-    """Downloads `remote` to `path` unless another holder of the lock placed it meanwhile."""
+def _download_once(remote: RemoteFile, path: str) -> bool:
+    """Downloads `remote` to `path` (verified) unless another holder of the lock placed it
+    meanwhile; returns whether this call downloaded it."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with _exclusive(os.path.join(cache_dir(), LOCK)):
         if os.path.exists(path):
-            return
+            return False
         logging.info("Downloading %s to %s", remote.url, path)
         partial = path + ".part"      # one writer at a time (the lock); a killed one's is reset
         try:
@@ -127,6 +132,7 @@ def _download_once(remote: RemoteFile, path: str) -> None:
                                     f"proxy's page or a changed upstream file); nothing was "
                                     f"kept at {path}")
             os.replace(partial, path)
+            return True
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)

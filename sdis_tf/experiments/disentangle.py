@@ -61,12 +61,16 @@ query samples of held-out tasks: the validation loss, which never looks at the
 true factors), a TensorBoard image of the single-factor sweeps; train/{loss,
 grad_norm, support, input_wait}. workdir/result.json holds the last record, the
 task factors' names, every factor's role, the latent columns' names and the
-sweep codes; workdir/sweeps.png the final sweep figure.
+sweep codes; workdir/sweeps.png the final sweep figure; workdir/codes.npz the codes
+of `eval.agreement_points` rows of the data set, the same rows for every run (images
+only), which the code-agreement rule of disentangle_figures compares across seeds to
+choose eps without the factors.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import os
 import time
 
@@ -85,9 +89,9 @@ from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.data.errors import DataFileError
 from sdis_tf.experiments import disentangle_eval, disentangle_figures
 from sdis_tf.models.conv4 import PRECISIONS, Conv4Encoder
-from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
+from sdis_tf.solvers import lasso_lambda_max, lasso_op, ridge_lambda_max
 from sdis_tf.train import bilevel, distribute, harness, schedules
-from sdis_tf.train.rundir import save_figure
+from sdis_tf.train.rundir import atomic_write, save_figure
 
 METHODS = ("lasso", "ridge", "none", "outer_lasso", "outer_ridge")
 CORRELATIONS = ("harder_gauss", "gauss", "uniform")
@@ -154,6 +158,7 @@ SCHEMA = {
         "every_steps": cs.COUNT,
         "grid_points": cs.Int(min=0),
         "train_points": cs.Int(min=16),
+        "agreement_points": cs.Int(min=0),
         "batch_size": cs.COUNT,
         "num_tasks": cs.COUNT,
         "ica": cs.Bool(),
@@ -182,6 +187,8 @@ def _cross_field(config: dict) -> list[str]:
                         "average-pooled by an integer factor)")
     if config["eval"]["grid_points"] and config["eval"]["grid_points"] < 16:
         problems.append("config.eval.grid_points must be 0 (every row) or >= 16")
+    if 0 < config["eval"]["agreement_points"] < 16:
+        problems.append("config.eval.agreement_points must be 0 (no codes saved) or >= 16")
     return problems
 
 
@@ -398,6 +405,8 @@ class DisentangleRun:
             disentangle_eval.grid_points(ev["grid_points"], seed, len(self.factor_table)),
             train_indices, [sweeps[k] for k in self.roles.task_columns], ica=ev["ica"],
             seed=seed)
+        self.agreement_indices = disentangle_eval.agreement_rows(ev["agreement_points"],
+                                                                 len(self.factor_table))
 
     def train_step(self, step: int) -> dict:
         batch, wait = self.inputs(step)
@@ -423,6 +432,17 @@ class DisentangleRun:
                                              self.evaluator.matching, title,
                                              latent_names=self.roles.latent_names)
 
+    def save_agreement_codes(self, path: str) -> None:
+        """Writes `path` (npz, atomically): `rows` [P] (`agreement_indices`) and their codes
+        `codes` [P, m] float32, read by the code-agreement rule of disentangle_figures;
+        nothing when eval.agreement_points = 0."""
+        if len(self.agreement_indices) == 0:
+            return
+        buffer = io.BytesIO()
+        np.savez(buffer, rows=self.agreement_indices,
+                 codes=self.encode(self.agreement_indices).astype(np.float32))
+        atomic_write(path, buffer.getvalue())
+
     def evaluate(self):
         scalars = self.evaluator()
         scalars["loss"] = float(self._eval_loss(self.eval_tasks))
@@ -436,10 +456,11 @@ class DisentangleRun:
     def finish(self, final: dict, rundir) -> dict:
         """The result: the final record, the task factors' names (one sweep each), every
         factor's role, the latent columns' names and the sweep codes; the sweep figure in
-        workdir/sweeps.png."""
+        workdir/sweeps.png, the agreement rows' codes in workdir/codes.npz."""
         sweeps = self.evaluator.sweeps()
         if rundir.chief:
             save_figure(self.sweep_figure(sweeps, final["eval/mcc"]), rundir.path("sweeps.png"))
+            self.save_agreement_codes(rundir.path(disentangle_figures.AGREEMENT_CODES))
         return {"method": self.config["method"], "eps": self.config["eps"], **final,
                 "factor_names": list(self.factor_names), "factor_roles": self.roles.as_dict(),
                 "latent_names": list(self.roles.latent_names),
@@ -470,11 +491,15 @@ def format_summary(result: dict) -> str:
 
 def prepare(config: dict) -> pipeline.ImageSource:
     """Opens the data source and checks the config against it (`data_problems`), before
-    anything is written.
+    anything is written; an inner-Lasso run without XLA builds the C++ Lasso op here if it
+    is not cached (once per machine and TensorFlow, 15-90 s), not inside its first training
+    step.
 
     Raises:
       ConfigError: the source cannot be read or does not fit the config.
     """
+    if config["method"] == "lasso" and not config["train"]["jit_compile"]:
+        lasso_op.op_available()     # an XLA-compiled step solves with XLA: no op needed
     source = image_source(config["data"])
     problems = data_problems(config, source)
     if problems:

@@ -124,6 +124,20 @@ def grid_points(num_points: int, seed: int, num_rows: int) -> np.ndarray:
     return np.sort(rng.choice(num_rows, num_points, replace=False))
 
 
+AGREEMENT_SEED = 0x5EED
+"""Seed of the agreement rows: the same rows for every run on a data set, whatever its seed."""
+
+
+def agreement_rows(num_points: int, num_rows: int) -> np.ndarray:
+    """Sorted row indices whose codes a run saves for the code-agreement rule
+    (`metrics.code_agreement`): a uniform subsample of the data set's `num_rows` rows (its
+    images only; no factor is read), the same for every run (`AGREEMENT_SEED`); none for
+    num_points = 0."""
+    if num_points <= 0:
+        return np.zeros(0, np.int64)
+    return grid_points(num_points, AGREEMENT_SEED, num_rows)
+
+
 def factor_levels(factor_table: np.ndarray) -> tuple[np.ndarray, tuple]:
     """levels [N, K] int64 (index of each value among the factor's sorted distinct
     values) and the K sorted arrays of distinct values, of factors [N, K]."""

@@ -15,13 +15,19 @@ factor's scores (eval/<score>/<factor>, with its role; `mcc_continuous` is the
 mean of the continuous factors' MCC terms). A run with ICA scores also yields a
 "<method>+ica" row (e.g. inner-Ridge + ICA from a `ridge` run).
 
-Two model-selection rules, side by side, pick one eps per (method, setting,
+Three model-selection rules, side by side, pick one eps per (method, setting,
 seed), then average over seeds (mean and standard deviation):
 - "oracle" (the paper's): the eps with the best grid MCC. It looks at the
   true factors, so it is an upper bound, not a usable procedure.
 - "val_loss": the eps with the lowest validation outer loss (eval/loss,
   held-out query samples of held-out tasks). It never looks at the factors;
   it favours small penalties, since the penalty biases the predictions.
+- "agreement": the eps whose model's codes agree best with those of the
+  other seeds' models at the same eps (`metrics.code_agreement`: median MCC
+  between codes on the same rows of the data set, each run's codes.npz). It
+  never looks at the factors and costs no training beyond the sweep's seeds
+  (>= 2 per eps); a run without codes.npz (eval.agreement_points = 0) has no
+  agreement and the rule leaves it out. A "+ica" row takes its run's value.
 Outputs: summary.md (tables, each saying which rule it uses; per-factor tables
 for runs that have per-factor scores), mcc_vs_eps.png
 (MCC and R against eps per setting, mean over seeds), best_vs_setting.png
@@ -32,17 +38,26 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 
 import numpy as np
 
-from sdis_tf.train.rundir import atomic_write, save_figure
+from sdis_tf import metrics
+from sdis_tf.train.rundir import atomic_write, finished_runs, save_figure
 
 SCORES = ("mcc", "r", "dci_d", "dci_c")
 FACTOR_SCORES = SCORES + ("class_acc",)
 """Per task factor (class_acc: categorical factors only)."""
-RULES = ("oracle", "val_loss")
+RULES = ("oracle", "val_loss", "agreement")
+RULE_TITLES = {
+    "oracle": "oracle: best eps per seed by grid MCC (the paper's rule; looks at the true "
+              "factors)",
+    "val_loss": "val_loss: eps with the lowest validation outer loss (no true factors)",
+    "agreement": "agreement: eps whose codes agree best with the other seeds' at that eps "
+                 "(median MCC between models; no true factors)",
+}
+AGREEMENT_CODES = "codes.npz"
+"""A run's codes of the agreement rows (written by `disentangle.DisentangleRun`)."""
 
 
 def _factor_scores(result: dict, prefix: str) -> dict:
@@ -65,21 +80,15 @@ def _roles_text(roles: dict) -> str:
 def collect(root: str) -> list[dict]:
     """One row per finished run below `root` (plus '+ica' rows), sorted."""
     rows = []
-    for folder, _, files in os.walk(root):
-        if "result.json" not in files or "config.json" not in files:
-            continue
-        with open(os.path.join(folder, "config.json")) as f:
-            config = json.load(f)
-        if config.get("experiment") != "disentangle":
-            continue
-        with open(os.path.join(folder, "result.json")) as f:
-            result = json.load(f)
+    for folder, config, result in finished_runs(root, "disentangle"):
         data, tasks = config["data"], config["tasks"]
         roles = result.get("factor_roles", {})
         base = {"method": config["method"], "eps": config["eps"], "seed": config["seed"],
                 "setting": (data["correlation"], data["rho"], data["alpha"], tasks["kind"],
                             tasks["block_size"], _roles_text(roles)),
-                "roles": roles, "loss": float(result["eval/loss"]), "path": folder}
+                "roles": roles, "loss": float(result["eval/loss"]), "path": folder,
+                "codes": (os.path.join(folder, AGREEMENT_CODES)
+                          if os.path.isfile(os.path.join(folder, AGREEMENT_CODES)) else None)}
         for method, prefix in ((base["method"], ""), (base["method"] + "+ica", "ica_")):
             if f"eval/{prefix}mcc" not in result:
                 continue
@@ -91,7 +100,29 @@ def collect(root: str) -> list[dict]:
                          "factors": factors,
                          "mcc_continuous": float(np.mean(continuous)) if continuous
                          else float("nan")})
+    add_agreement(rows)
     return sorted(rows, key=lambda r: (r["setting"], r["method"], r["eps"], r["seed"]))
+
+
+def add_agreement(rows: list[dict]) -> None:
+    """Sets each row's "agreement": `metrics.code_agreement` among the rows of the same
+    method, setting and eps (one per seed), from their codes.npz; NaN for a row without
+    codes, alone at its eps, or whose codes cover other rows of the data set."""
+    groups = collections.defaultdict(list)
+    for row in rows:
+        row["agreement"] = float("nan")
+        if row["codes"] is not None:
+            groups[(row["method"], row["setting"], row["eps"])].append(row)
+    for group in groups.values():
+        loaded = []
+        for row in group:
+            with np.load(row["codes"]) as codes:
+                loaded.append((codes["rows"], codes["codes"]))
+        same_rows = all(np.array_equal(loaded[0][0], rows_) for rows_, _ in loaded)
+        if len(group) < 2 or not same_rows:
+            continue
+        for row, value in zip(group, metrics.code_agreement(np.stack([c for _, c in loaded]))):
+            row["agreement"] = float(value)
 
 
 def select(rows: list[dict], rule: str) -> dict:
@@ -106,8 +137,15 @@ def select(rows: list[dict], rule: str) -> dict:
     chosen = collections.defaultdict(list)
     for (method, setting, _), candidates in sorted(by_seed.items()):
         finite = [r for r in candidates if np.isfinite(r["mcc"])] or candidates
-        best = (max(finite, key=lambda r: r["mcc"]) if rule == "oracle"
-                else min(finite, key=lambda r: r["loss"]))
+        if rule == "oracle":
+            best = max(finite, key=lambda r: r["mcc"])
+        elif rule == "val_loss":
+            best = min(finite, key=lambda r: r["loss"])
+        else:
+            scored = [r for r in finite if np.isfinite(r["agreement"])]
+            if not scored:
+                continue
+            best = max(scored, key=lambda r: r["agreement"])
         chosen[(method, setting)].append(best)
     summary = {}
     for key, best in chosen.items():
@@ -164,20 +202,19 @@ def _factor_lines(summary: dict) -> list[str]:
 def summary_markdown(rows: list[dict]) -> str:
     """Markdown: per-eps table (mean over seeds) and the best-eps table under each rule."""
     lines = ["# Disentanglement runs", "", "## Every eps (mean over seeds)", "",
-             "| setting | method | eps | seeds | MCC | R | DCI-D | DCI-C | val loss |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| setting | method | eps | seeds | MCC | R | DCI-D | DCI-C | val loss | "
+             "agreement |", "|---|---|---|---|---|---|---|---|---|---|"]
     groups = collections.defaultdict(list)
     for row in rows:
         groups[(row["setting"], row["method"], row["eps"])].append(row)
     for (setting, method, eps), group in sorted(groups.items()):
         means = [np.mean([g[s] for g in group]) for s in SCORES + ("loss",)]
+        agreement = _mean_std([g["agreement"] for g in group])
         lines.append(f"| {_setting_text(setting)} | {method} | {eps:g} | {len(group)} | "
-                     + " | ".join(f"{m:.3f}" for m in means[:4]) + f" | {means[4]:.4f} |")
+                     + " | ".join(f"{m:.3f}" for m in means[:4]) + f" | {means[4]:.4f} | "
+                     + (f"{agreement[0]:.3f}" if agreement[2] else "") + " |")
     for rule in RULES:
-        title = ("oracle: best eps per seed by grid MCC (the paper's rule; looks at the true "
-                 "factors)" if rule == "oracle" else
-                 "val_loss: eps with the lowest validation outer loss (no true factors)")
-        lines += ["", f"## Best eps per seed, rule {title}", "",
+        lines += ["", f"## Best eps per seed, rule {RULE_TITLES[rule]}", "",
                   "| setting | method | seeds | chosen eps | MCC | R | DCI-D | DCI-C |",
                   "|---|---|---|---|---|---|---|---|"]
         summary = select(rows, rule)

@@ -50,6 +50,7 @@ def rescore(rundir: str, grid_points: int = 0, train_points: int | None = None) 
                          "not 'disentangle'")
     for role in ("factors", "categorical", "periodic"):  # runs from before factor roles
         config["data"].setdefault(role, [])
+    config["eval"].setdefault("agreement_points", 0)  # runs from before the agreement rule
     config["eval"]["grid_points"] = grid_points
     if train_points is not None:
         config["eval"]["train_points"] = train_points

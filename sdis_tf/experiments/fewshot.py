@@ -58,7 +58,8 @@ from sdis_tf.data import fewshot, omniglot
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
 from sdis_tf.train import distribute, harness, meta, progress
-from sdis_tf.train.rundir import CHECKPOINTS, CONFIG, RunDir, save_figure
+from sdis_tf.train.checkpoint import Checkpointer, list_checkpoints
+from sdis_tf.train.rundir import CHECKPOINTS, CONFIG, finished_runs, save_figure
 
 METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
 BACKBONES = ("small_conv", "resnet12")
@@ -190,7 +191,7 @@ def _backbone_source_problems(config: dict) -> list[str]:
                "(workdir/<run>, holding config.json and checkpoints/) with the same "
                "config.model and image size")
     config_path = os.path.join(source, CONFIG)
-    if not os.path.isfile(config_path) or not tf.train.latest_checkpoint(
+    if not os.path.isfile(config_path) or not list_checkpoints(
             os.path.join(source, CHECKPOINTS)):
         return [f"{field} holds no config.json and checkpoint; {allowed}"]
     with open(config_path) as f:
@@ -276,7 +277,7 @@ class FewshotData(NamedTuple):
 
     splits: dict            # "train" / "val" / "test" -> fewshot.FewShotSplit
     lake: object            # omniglot.lake_episodes(...) of Lake's runs, or None
-    backbone_checkpoint: str  # the checkpoint of `eval.backbone_from`, or ""
+    backbone_checkpoints: str  # the checkpoints directory of `eval.backbone_from`, or ""
 
 
 def prepare(config: dict) -> FewshotData:
@@ -292,8 +293,7 @@ def prepare(config: dict) -> FewshotData:
     lake = (omniglot.lake_episodes(omniglot.lake_runs(data["lake_runs"], data["image_size"]))
             if data["lake_runs"] else None)
     source = config["eval"]["backbone_from"]
-    checkpoint = tf.train.latest_checkpoint(os.path.join(source, CHECKPOINTS)) if source else ""
-    return FewshotData(splits, lake, checkpoint)
+    return FewshotData(splits, lake, os.path.join(source, CHECKPOINTS) if source else "")
 
 
 class FewshotRun:
@@ -330,9 +330,10 @@ class FewshotRun:
         self.optimizer = self.trainer = None
         self.eval_every_steps = train["steps_per_epoch"]
         self.checkpoint_every_steps = config["checkpoint_every_steps"]
-        self.backbone_from = inputs.backbone_checkpoint
-        if self.backbone_from:
-            self.total_steps, self.initial_step = 0, self._restore_backbone()
+        self.backbone_from = ""
+        if inputs.backbone_checkpoints:
+            self.total_steps = 0
+            self.initial_step = self._restore_backbone(inputs.backbone_checkpoints)
         else:
             self.total_steps, self.initial_step = train["epochs"] * train["steps_per_epoch"], 0
             self._build_trainer(strategy)
@@ -341,15 +342,15 @@ class FewshotRun:
                            "optimizer": self.optimizer}
         self._metrics = {}
 
-    def _restore_backbone(self) -> int:
-        """Restores the backbone (weights and batch-norm statistics) from `backbone_from`;
-        returns the step it was saved at."""
-        step = tf.Variable(0, dtype=tf.int64)
-        tf.train.Checkpoint(model=self.backbone, step=step).restore(
-            self.backbone_from).expect_partial().assert_existing_objects_matched()
+    def _restore_backbone(self, directory: str) -> int:
+        """Restores the backbone (weights and batch-norm statistics) from the newest intact
+        checkpoint in `directory` (`backbone_from` becomes its path); returns its step."""
+        checkpointer = Checkpointer(directory, model=self.backbone)
+        step = checkpointer.restore(partial=True)
+        self.backbone_from = checkpointer.latest
         logging.info("[%s] backbone restored from %s (step %d); not trained", self.name,
-                     self.backbone_from, int(step))
-        return int(step)
+                     self.backbone_from, step)
+        return step
 
     def _build_trainer(self, strategy: tf.distribute.Strategy):
         """The optimizer (its slots built) and the meta-trainer of the backbone and head."""
@@ -477,15 +478,11 @@ def collect_results(workdir: str) -> list[dict]:
     read as the setting of the run's config (data.ways, data.test_shots).
     """
     results = []
-    for name in sorted(os.listdir(workdir)):
-        rundir = RunDir(os.path.join(workdir, name), chief=False) \
-            if os.path.isdir(os.path.join(workdir, name)) else None
-        stored = rundir.result() if rundir is not None else None
-        if stored is None or "feature_usage" not in stored:
+    for _, config, stored in finished_runs(workdir, "fewshot"):
+        if "feature_usage" not in stored:
             continue
         if "settings" not in stored:
-            with open(rundir.path(CONFIG)) as f:
-                data = json.load(f)["data"]
+            data = config["data"]
             setting = f"{data['ways']}w{data['test_shots']}s"
             stored = {"settings": [setting], **{
                 key.replace("test/", f"test/{setting}/", 1) if key.startswith("test/") else key:

@@ -37,8 +37,9 @@ from sdis_tf import heads, metrics
 from sdis_tf.data import synthetic
 from sdis_tf.data import tasks as tasks_lib
 from sdis_tf.models.mlp import ACTIVATIONS, MLPEncoder
+from sdis_tf.solvers import lasso_op
 from sdis_tf.train import bilevel, distribute, harness, progress, schedules
-from sdis_tf.train.rundir import RunDir, save_figure
+from sdis_tf.train.rundir import RunDir, finished_runs, save_figure
 
 METHODS = ("lasso", "ridge")
 
@@ -207,14 +208,12 @@ def plot(results: list[dict], histories: list[list[dict]], path: str) -> None:
 
 
 def collect(workdir: str) -> tuple[list[dict], list[list[dict]]]:
-    """(results, metric histories) of the finished runs in the sub-directories of `workdir`,
-    in the order of `METHODS`."""
-    runs = []
-    for name in sorted(os.listdir(workdir)):
-        rundir = RunDir(os.path.join(workdir, name), chief=False)
-        result = rundir.result() if os.path.isdir(rundir.workdir) else None
-        if result is not None and result.get("method") in METHODS:
-            runs.append((METHODS.index(result["method"]), name, result, rundir.read_metrics()))
+    """(results, metric histories) of the finished runs below `workdir`, in the order of
+    `METHODS`."""
+    runs = [(METHODS.index(result["method"]), path, result,
+             RunDir(path, chief=False).read_metrics())
+            for path, _, result in finished_runs(workdir, "quickstart")
+            if result.get("method") in METHODS]
     runs.sort(key=lambda run: run[:2])
     return [run[2] for run in runs], [run[3] for run in runs]
 
@@ -230,8 +229,11 @@ def report(workdir: str) -> str:
 
 
 def prepare(config: dict) -> None:
-    """The quickstart reads nothing: its data is generated from the seed."""
-    return None
+    """The quickstart reads nothing (its data is generated from the seed); a Lasso run
+    without XLA builds the C++ Lasso op here if it is not cached (once per machine and
+    TensorFlow, 15-90 s), not inside its first training step."""
+    if config["method"] == "lasso" and not config["train"]["jit_compile"]:
+        lasso_op.op_available()     # an XLA-compiled step solves with XLA: no op needed
 
 
 EXPERIMENT = harness.Experiment(

@@ -65,7 +65,7 @@ from sdis_tf.data import covariances
 from sdis_tf.solvers import lasso_op
 from sdis_tf.solvers.lasso import BACKENDS as LASSO_BACKENDS
 from sdis_tf.train import harness
-from sdis_tf.train.rundir import RunDir, atomic_write, save_figure
+from sdis_tf.train.rundir import RunDir, atomic_write, finished_runs, save_figure
 
 # The index of a covariance keys its data stream: new kinds go at the end.
 COVARIANCES = ("toeplitz", "iid", "equicorrelated")
@@ -580,14 +580,10 @@ def summarize(result: dict) -> str:
 
 
 def collect(workdir: str) -> list[dict]:
-    """The results of the finished synthetic_regression runs in the sub-directories of
-    `workdir` (a sweep's points), ordered by covariance (as `COVARIANCES`), rho and l/m."""
-    results = []
-    for name in os.listdir(workdir):
-        path = os.path.join(workdir, name)
-        result = RunDir(path, chief=False).result() if os.path.isdir(path) else None
-        if result is not None and "rows" in result and "support_fraction" in result:
-            results.append(result)
+    """The results of the finished synthetic_regression runs below `workdir` (a sweep's
+    points), ordered by covariance (as `COVARIANCES`), rho and l/m."""
+    results = [result for _, _, result in finished_runs(workdir, "synthetic_regression")
+               if "rows" in result and "support_fraction" in result]
     return sorted(results, key=lambda r: (COVARIANCES.index(r["covariance"]), r["rho"],
                                           r["support_fraction"]))
 

@@ -14,19 +14,18 @@ process groups, so a Ctrl-C in the terminal reaches each of them once.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import os
 import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 from tqdm import tqdm
 
+from sdis_tf.signals import on_signals
 from sdis_tf.sweep.points import Point
 
 POLL_SECONDS = 0.2
@@ -48,21 +47,6 @@ class Outcome:
         if self.signum is not None:
             return 128 + self.signum
         return 1 if self.failed else 0
-
-
-@contextlib.contextmanager
-def on_signals(handler: Callable[[int], None],
-               signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Calls `handler(signum)` on each of `signums` (main thread only) inside the block."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: handler(signum)) for s in signums}
-    try:
-        yield
-    finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
 
 
 def start(point: Point, python: str = sys.executable) -> subprocess.Popen:

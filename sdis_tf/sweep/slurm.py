@@ -28,6 +28,7 @@ import subprocess
 import sys
 from typing import Sequence
 
+from sdis_tf.signals import on_signals
 from sdis_tf.sweep import local
 from sdis_tf.sweep.points import RECORD, Point, read_points
 from sdis_tf.train.rundir import atomic_write
@@ -153,7 +154,7 @@ def run_task(workdir: str, index: int, python: str = sys.executable) -> int:
         for process in started:
             process.send_signal(signal.SIGTERM)
 
-    with local.on_signals(stop, (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)):
+    with on_signals(stop, (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)):
         started.append(local.start(point, python))
         if caught:
             started[0].send_signal(signal.SIGTERM)

@@ -35,6 +35,18 @@ class NoIntactCheckpointError(RuntimeError):
     """Checkpoints exist but none of them can be read."""
 
 
+def list_checkpoints(directory: str) -> list[str]:
+    """Path prefixes of the checkpoints in `directory` (listed in its index file or found
+    as ckpt-<step>.index), oldest first (by step); [] if none."""
+    state = tf.train.get_checkpoint_state(directory)
+    listed = set(state.all_model_checkpoint_paths) if state else set()
+    found = {path[:-len(".index")] for path in tf.io.gfile.glob(
+        os.path.join(directory, "ckpt-*.index"))}
+    paths = {p if os.path.isabs(p) else os.path.join(directory, p) for p in listed | found}
+    number = lambda path: int(re.search(r"(\d+)$", path).group(1))  # noqa: E731
+    return sorted((p for p in paths if re.search(r"ckpt-\d+$", p)), key=number)
+
+
 class Checkpointer:
     """Saves and restores `step`, `elapsed` (training seconds) and the given trackables.
 
@@ -67,21 +79,16 @@ class Checkpointer:
 
     def checkpoints(self) -> list[str]:
         """Path prefixes of the checkpoints in `directory`, oldest first (by step)."""
-        state = tf.train.get_checkpoint_state(self.directory)
-        listed = set(state.all_model_checkpoint_paths) if state else set()
-        found = {path[:-len(".index")] for path in tf.io.gfile.glob(
-            os.path.join(self.directory, "ckpt-*.index"))}
-        paths = {p if os.path.isabs(p) else os.path.join(self.directory, p)
-                 for p in listed | found}
-        number = lambda path: int(re.search(r"(\d+)$", path).group(1))  # noqa: E731
-        return sorted((p for p in paths if re.search(r"ckpt-\d+$", p)), key=number)
+        return list_checkpoints(self.directory)
 
-    def restore(self) -> int:
+    def restore(self, partial: bool = False) -> int:
         """Restores the newest intact checkpoint; returns its step (0 if there is none).
 
         An unreadable checkpoint (truncated or corrupt `.index` / `.data`) gets one
         warning line and the next older one is tried; a readable one that does not match
-        the trackables (another model) raises as it is.
+        the trackables (another model) raises as it is. `partial`: the trackables are
+        part of what was saved (a backbone without its head and optimizer); the rest of
+        the checkpoint is left unread without a warning.
 
         Raises:
           NoIntactCheckpointError: there are checkpoints and none can be read.
@@ -89,7 +96,10 @@ class Checkpointer:
         candidates = self.checkpoints()
         for path in reversed(candidates):
             try:
-                self._checkpoint.restore(path).assert_existing_objects_matched()
+                status = self._checkpoint.restore(path)
+                if partial:
+                    status.expect_partial()
+                status.assert_existing_objects_matched()
             except (tf.errors.OpError, ValueError, IndexError) as error:
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else \
                     type(error).__name__

@@ -1,12 +1,14 @@
 """The life of one run, the same for every experiment.
 
     run(experiment, config, workdir):
+      0. finished? a workdir holding result.json of the same config returns its summary:
+                   no input opened, no lock, nothing written
       1. prepare   open and check everything the run reads (data files, Lake's runs, a
                    backbone to restore) against the config; bad input raises before
                    anything is written
       2. lock      one process per workdir (sdis_tf.train.lock; the chief only)
       3. config    write config.json, or check that a rerun has the same config
-      4. finished? a workdir holding result.json returns its summary, no work
+      4. finished? (again, under the lock: another process may have finished it)
       5. build     model, optimizer, trainer, evaluation (the experiment's `Run`)
       6. restore   from the newest intact checkpoint, then fit (sdis_tf.train.loop)
       7. finish    test, figures, result.json (written last: the run is finished)
@@ -31,7 +33,7 @@ from sdis_tf import config_schema
 from sdis_tf.train import distribute, loop
 from sdis_tf.train.checkpoint import Checkpointer
 from sdis_tf.train.lock import WorkdirLock
-from sdis_tf.train.rundir import CHECKPOINTS, RunDir
+from sdis_tf.train.rundir import CHECKPOINTS, RunDir, finished_result
 
 
 class Run(Protocol):
@@ -93,6 +95,10 @@ def run(experiment: Experiment, config, workdir: str) -> str:
     summary of the (new or stored) result."""
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     config_schema.validate(config, experiment.schema, experiment.constraints)
+    stored = finished_result(workdir, config)
+    if stored is not None:
+        logging.info("finished run found in %s: not redone", workdir)
+        return experiment.summarize(stored)
     inputs = experiment.prepare(config)
     strategy = distribute.create_strategy(config["distribute"])
     chief = distribute.is_chief(strategy)

@@ -21,16 +21,15 @@ run does no training. Around the steps it
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
-import threading
 import time
 from typing import Callable, Mapping
 
 import tensorflow as tf
 from absl import logging
 
+from sdis_tf.signals import on_signals
 from sdis_tf.train.checkpoint import Checkpointer
 from sdis_tf.train.progress import Progress
 from sdis_tf.train.rundir import RunDir
@@ -53,26 +52,6 @@ class Interrupted(Exception):
 
 class NonFiniteError(FloatingPointError):
     """A train metric became NaN or infinite."""
-
-
-@contextlib.contextmanager
-def _stop_on_signals(signums=(signal.SIGTERM, signal.SIGINT)):
-    """Yields a list that receives the number of any caught signal.
-
-    Handlers are only installed in the main thread (Python's rule); elsewhere
-    signals keep their default behaviour.
-    """
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
-                for s in signums}
-    try:
-        yield caught
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _warn_non_finite(step: int, metrics: Mapping[str, float], warned: set, name: str) -> None:
@@ -120,7 +99,8 @@ def fit(*, train_step: TrainStep, evaluate: Evaluate, checkpointer: Checkpointer
     progress = Progress(total_steps, every_seconds=log_every_seconds, name=name)
     last = record(0, {}) if start == 0 else None
     train_metrics: dict[str, float] = {}
-    with _stop_on_signals() as caught:
+    caught: list[int] = []
+    with on_signals(caught.append):
         for step in range(start, total_steps):
             train_metrics = {k: float(v) for k, v in train_step(step).items()}
             bad = sorted(k for k, v in train_metrics.items() if not math.isfinite(v))

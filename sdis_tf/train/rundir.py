@@ -136,7 +136,7 @@ class RunDir:
             with open(path) as f:
                 old = json.load(f)
             diffs = _diff(old, config)
-            fatal = [d for d in diffs if d[0].split(".")[0] not in RESUMABLE_KEYS]
+            fatal = _fatal(diffs)
             if fatal:
                 lines = [f"config.{k}: {a!r} in the workdir, {b!r} now" for k, a, b in fatal]
                 raise ConfigMismatchError(
@@ -208,6 +208,43 @@ class RunDir:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def finished_runs(root: str, experiment: str) -> list[tuple[str, dict, dict]]:
+    """(directory, config, result) of every finished run of `experiment` (config.json's
+    "experiment") at or below `root` (a sweep's workdir, or a folder of runs), sorted by
+    directory; [] if none."""
+    runs = []
+    for folder, _, files in os.walk(root):
+        if RESULT not in files or CONFIG not in files:
+            continue
+        with open(os.path.join(folder, CONFIG)) as f:
+            config = json.load(f)
+        if config.get("experiment") != experiment:
+            continue
+        with open(os.path.join(folder, RESULT)) as f:
+            runs.append((folder, config, json.load(f)))
+    return sorted(runs, key=lambda run: run[0])
+
+
+def finished_result(workdir: str, config: Mapping) -> dict | None:
+    """The result of the finished run of `config` in `workdir`, or None: read only, so a
+    rerun of a finished run needs neither its inputs nor the workdir's lock. None also
+    when config.json differs outside `RESUMABLE_KEYS` (`RunDir.write_config` then says how).
+    """
+    try:
+        with open(os.path.join(workdir, CONFIG)) as f:
+            old = json.load(f)
+        with open(os.path.join(workdir, RESULT)) as f:
+            result = json.load(f)
+    except FileNotFoundError:
+        return None
+    return None if _fatal(_diff(old, json.loads(json.dumps(config)))) else result
+
+
+def _fatal(diffs: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """The differences a rerun may not make (outside `RESUMABLE_KEYS`)."""
+    return [d for d in diffs if d[0].split(".")[0] not in RESUMABLE_KEYS]
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -75,8 +75,11 @@ def test_first_use_downloads_verifies_and_places_then_reuses(cache, server, caps
 
 def test_cache_defaults_to_the_user_cache_folder(tmp_path, monkeypatch):
     monkeypatch.delenv(download.CACHE_ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert download.cache_dir() == str(tmp_path / ".cache" / "sdis_tf")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert download.cache_dir() == str(tmp_path / "xdg" / "sdis_tf")
     monkeypatch.setenv(download.CACHE_ENV, "~/data")
     assert download.cache_dir() == str(tmp_path / "data")
 
@@ -173,3 +176,4 @@ def test_an_unwritable_cache_is_one_line(tmp_path, monkeypatch, server):
             r"to a writable folder for the data cache$")):
         download.fetch(_remote())
     assert server.requests == []
+

@@ -24,7 +24,7 @@ from sdis_tf import config_schema, experiments
 from sdis_tf.config_files import load_config
 from sdis_tf.data.latents import FACTOR_NAMES
 from sdis_tf.data.tasks import TaskBatch
-from sdis_tf.experiments import disentangle, disentangle_rescore
+from sdis_tf.experiments import disentangle, disentangle_eval, disentangle_rescore
 from sdis_tf.models.conv4 import Conv4Encoder
 from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
 from sdis_tf.train import bilevel, distribute
@@ -191,6 +191,12 @@ def test_run_writes_every_metric_image_and_result(finished_run):
     assert [np.shape(s) for s in result["sweeps"]] == [(10, 9), (10, 9), (10, 9), (8, 9),
                                                        (4, 9), (15, 9)]
     assert os.path.getsize(os.path.join(workdir, "sweeps.png")) > 1000
+    with np.load(os.path.join(workdir, "codes.npz")) as saved:
+        # the agreement rows: the same data-set rows whatever the run's seed
+        np.testing.assert_array_equal(
+            saved["rows"], disentangle_eval.agreement_rows(100, 480000))
+        assert saved["codes"].shape == (100, 9) and saved["codes"].dtype == np.float32
+        assert np.isfinite(saved["codes"]).all()
     events = os.listdir(os.path.join(workdir, "tensorboard"))
     assert events
     tags = set()

@@ -1,4 +1,4 @@
-"""Aggregation of disentangle runs: rows (from a sweep's directory too), '+ica' rows, the two
+"""Aggregation of disentangle runs: rows (from a sweep's directory too), '+ica' rows, the three
 model-selection rules, outputs."""
 
 import json
@@ -14,7 +14,8 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
     __file__)))), "configs")
 
 
-def _write_run(root, name, method, eps, seed, mcc, loss, ica=True, rho=0.9):
+def _write_run(root, name, method, eps, seed, mcc, loss, ica=True, rho=0.9, codes=None,
+               rows=None):
     folder = os.path.join(root, name)
     os.makedirs(folder)
     config = {"experiment": "disentangle", "method": method, "eps": eps, "seed": seed,
@@ -28,6 +29,9 @@ def _write_run(root, name, method, eps, seed, mcc, loss, ica=True, rho=0.9):
     for file, content in (("config.json", config), ("result.json", result)):
         with open(os.path.join(folder, file), "w") as f:
             json.dump(content, f)
+    if codes is not None:
+        rows = np.arange(len(codes)) if rows is None else rows
+        np.savez(os.path.join(folder, figures.AGREEMENT_CODES), rows=rows, codes=codes)
 
 
 def test_rules_pick_per_seed_then_average(tmp_path):
@@ -146,3 +150,43 @@ def test_per_factor_tables_and_the_mean_over_continuous_factors(tmp_path):
     # Runs without per-factor scores (or roles) have no per-factor table.
     _write_run(str(tmp_path / "old"), "e", "lasso", 0.1, 0, mcc=0.9, loss=0.2)
     assert "Per task factor" not in figures.summary_markdown(figures.collect(str(tmp_path / "old")))
+
+
+def test_agreement_rule_picks_the_eps_whose_seeds_agree(tmp_path):
+    root = str(tmp_path)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 3))
+    for seed in range(3):
+        # eps 0.1: every seed finds the factors (rescaled, permuted); eps 0.01: a new
+        # mixture per seed. The losses favour eps 0.01, the codes eps 0.1.
+        copy = z[:, rng.permutation(3)] * rng.uniform(0.5, 2.0, 3)
+        mixture = z @ rng.normal(size=(3, 3))
+        _write_run(root, f"a{seed}", "lasso", 0.1, seed, mcc=0.9, loss=0.3, codes=copy)
+        _write_run(root, f"b{seed}", "lasso", 0.01, seed, mcc=0.6, loss=0.1, codes=mixture)
+    _write_run(root, "no_codes", "lasso", 0.3, 0, mcc=0.95, loss=0.5)
+    rows = figures.collect(root)
+    by_eps = {(r["method"], r["eps"], r["seed"]): r["agreement"] for r in rows}
+    assert by_eps[("lasso", 0.1, 0)] == pytest.approx(1.0)
+    assert by_eps[("lasso", 0.01, 0)] < 0.95
+    assert np.isnan(by_eps[("lasso", 0.3, 0)])                   # no codes.npz
+    assert by_eps[("lasso+ica", 0.1, 1)] == by_eps[("lasso", 0.1, 1)]
+    setting = rows[0]["setting"]
+    assert figures.select(rows, "agreement")[("lasso", setting)]["eps"] == [0.1] * 3
+    assert figures.select(rows, "val_loss")[("lasso", setting)]["eps"] == [0.01] * 3
+    assert figures.select(rows, "oracle")[("lasso", setting)]["eps"] == [0.3, 0.1, 0.1]
+    figures.main([root])
+    with open(os.path.join(root, "figures", "summary.md")) as f:
+        text = f.read()
+    assert "rule agreement" in text and "| 1.000 |" in text
+
+
+def test_agreement_needs_two_seeds_on_the_same_rows(tmp_path):
+    root = str(tmp_path)
+    codes = np.random.default_rng(1).normal(size=(50, 2))
+    _write_run(root, "alone", "lasso", 0.1, 0, mcc=0.9, loss=0.1, codes=codes)
+    _write_run(root, "x0", "lasso", 0.2, 0, mcc=0.9, loss=0.1, codes=codes)
+    _write_run(root, "x1", "lasso", 0.2, 1, mcc=0.9, loss=0.1, codes=codes,
+               rows=np.arange(50) + 7)                            # other rows of the data
+    rows = figures.collect(root)
+    assert all(np.isnan(r["agreement"]) for r in rows)
+    assert figures.select(rows, "agreement") == {}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -234,7 +235,8 @@ def test_test_settings_are_validated_and_heads_follow_the_number_of_ways(tmp_pat
 def test_results_from_before_test_settings_are_read_as_the_config_setting(tmp_path):
     run = tmp_path / "dense_svm"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"data": {"ways": 5, "test_shots": 5}}))
+    (run / "config.json").write_text(json.dumps({"experiment": "fewshot",
+                                                "data": {"ways": 5, "test_shots": 5}}))
     (run / "result.json").write_text(json.dumps(
         {"run": "dense_svm", "method": "dense_svm", "eps": None, "elapsed": 60.0,
          "test/accuracy": 0.98, "test/ci95": 0.002, "test/features_used": 1.0,
@@ -279,3 +281,21 @@ def test_a_trained_backbone_is_tested_with_other_heads(tiny, tmp_path):
         experiments.run(config, str(tmp_path / "bad"))
     assert "was trained with model" in str(error.value) and "'channels': [4, 4]" in str(error.value)
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_a_damaged_backbone_checkpoint_falls_back_to_an_older_one(tiny, tmp_path):
+    workdir, _ = tiny
+    source = str(tmp_path / "source")
+    shutil.copytree(os.path.join(workdir, "proto"), source)
+    checkpoints = os.path.join(source, "checkpoints")
+    newest = sorted(f for f in os.listdir(checkpoints) if f.endswith(".index"))[-1]
+    assert newest == "ckpt-4.index"
+    [data] = [f for f in os.listdir(checkpoints) if f.startswith("ckpt-4.data")]
+    with open(os.path.join(checkpoints, data), "r+b") as f:
+        f.truncate(16)
+    retest = str(tmp_path / "retest")
+    _run_points(retest, {"proto": {"method": "proto"}}, **{"eval.backbone_from": source})
+    with open(os.path.join(retest, "proto", "result.json")) as f:
+        restored = json.load(f)
+    assert restored["backbone_from"] == os.path.join(checkpoints, "ckpt-2")
+    assert [r["step"] for r in _records(retest, "proto")] == [2]

@@ -1,5 +1,6 @@
 """The run harness: one process per workdir, inputs checked before anything is written."""
 
+import dataclasses
 import os
 import signal
 import socket
@@ -89,3 +90,26 @@ def test_bad_data_is_refused_before_anything_is_written_then_the_fix_runs(tmp_pa
     fixed.method = "proto"
     assert "proto" in experiments.run(fixed, workdir)
     assert os.path.isfile(os.path.join(workdir, "result.json"))
+
+
+def test_a_finished_run_is_returned_without_its_inputs_or_the_lock(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    summary = experiments.run(_quickstart(), workdir)
+    from sdis_tf.experiments import quickstart
+
+    def no_inputs(config):
+        raise AssertionError("prepare called for a finished run")
+
+    monkeypatch.setattr(quickstart, "EXPERIMENT",
+                        dataclasses.replace(quickstart.EXPERIMENT, prepare=no_inputs))
+    process = subprocess.Popen([sys.executable, "-c", _HOLD, workdir], stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        assert experiments.run(_quickstart(), workdir) == summary
+        # another config in the same workdir still goes the normal way, up to the lock
+        with pytest.raises(AssertionError, match="prepare called"):
+            experiments.run(_quickstart(seed=1), workdir)
+    finally:
+        process.kill()
+        process.wait()
