@@ -199,6 +199,10 @@ class Head(keras.layers.Layer):
     def solve(self, inputs) -> HeadSolution:
         """`HeadSolution` for inputs (support features, support targets, query features)."""
         self.check_inputs(inputs)
+        return self._solve_checked(inputs)
+
+    def _solve_checked(self, inputs) -> HeadSolution:
+        """`solve` for inputs `check_inputs` accepted."""
         support, targets, query = (
             self.dtype_policy.convert_input(tf.convert_to_tensor(x), self.autocast,
                                             self.input_dtype) for x in inputs)
@@ -215,7 +219,7 @@ class Head(keras.layers.Layer):
         return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, training=None):
-        return self.solve(inputs).predictions
+        return self._solve_checked(inputs).predictions   # `__call__` checked the inputs
 
     def get_config(self):
         return {**super().get_config(), **self.config_fields}

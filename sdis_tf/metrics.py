@@ -73,14 +73,17 @@ def _check_values(name, a):
     float64 rounding)."""
     if not np.all(np.isfinite(a)):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
-    spread = np.ptp(a, axis=-2)
-    scale = np.max(np.abs(a), axis=-2)
-    constant = spread <= 1e-12 * scale
+    constant = _constant_columns(a)
     if np.any(constant):
         columns = sorted(set(np.nonzero(constant)[-1].tolist()))
         raise ValueError(
             f"`{name}` has constant columns {columns}: correlations and "
             "regressions with a constant are undefined.")
+
+
+def _constant_columns(a):
+    """`[..., d]` bool: the columns of `a [..., N, d]` constant to float64 rounding."""
+    return np.ptp(a, axis=-2) <= 1e-12 * np.max(np.abs(a), axis=-2)
 
 
 def _num_columns(a):
@@ -385,18 +388,20 @@ def code_agreement(codes):
     """Agreement of S encoders' codes on the same P inputs: for each model, the median
     over the other models of the MCC between their codes.
 
-    With A[i, j] = mcc(codes[i], codes[j]) (Pearson, Hungarian matching; symmetric),
+    With A[i, j] the MCC between codes[i] and codes[j] (|Pearson|, Hungarian matching;
+    symmetric), a constant code (a dead unit) matching nothing, so that it counts 0 in
+    the mean over the m codes,
 
         agreement_i = median over j != i of A[i, j].
 
     Encoders identified up to permutation and rescaling of the codes (the inner-Lasso's
     guarantee) agree with each other, since each one's codes are then rescaled copies
     of the same factors; encoders that only share the factors' span (inner-Ridge:
-    identified up to an invertible linear map) do not. It needs no factor: it is the
-    unsupervised disentanglement ranking of Duan et al. (2020, UDR) without the KL-based
-    choice of informative latents, which an encoder with no KL term does not have (all
-    m codes count). A model whose codes are degenerate (a constant or non-finite
-    column) gets NaN and is left out of the others' medians.
+    identified up to an invertible linear map) do not. It needs no factor, in the spirit
+    of unsupervised disentanglement ranking (UDR; Duan et al., 2020), with the MCC as the
+    similarity and every code counted (an encoder without a KL term has no KL-based choice
+    of active codes). A model with a non-finite code, or no code that varies, gets NaN
+    and is left out of the others' medians.
 
     Args:
       codes: `[S, P, m]` codes of S models on the same P inputs, S >= 2.
@@ -409,25 +414,18 @@ def code_agreement(codes):
     if codes.ndim != 3 or codes.shape[0] < 2:
         raise ValueError(f"`codes` must have shape [S, P, m] with S >= 2 models; received "
                          f"shape {codes.shape}.")
-    usable = np.array([_usable_codes(c) for c in codes])
-    pairs = np.full((len(codes), len(codes)), np.nan)
-    index = np.flatnonzero(usable)
-    if index.size >= 2:
-        first, second = np.triu_indices(index.size, k=1)
-        scores = mcc(codes[index[first]], codes[index[second]])
-        pairs[index[first], index[second]] = pairs[index[second], index[first]] = scores
-    agreement = np.full(len(codes), np.nan)
-    for i in index:
+    num_models, _, num_codes = codes.shape
+    live = [~_constant_columns(c) for c in codes]
+    usable = [i for i in range(num_models)
+              if np.all(np.isfinite(codes[i])) and live[i].any()]
+    pairs = np.full((num_models, num_models), np.nan)
+    for a, i in enumerate(usable):
+        for j in usable[a + 1:]:
+            matched, _, _ = matched_correlations(codes[i][:, live[i]], codes[j][:, live[j]])
+            pairs[i, j] = pairs[j, i] = np.nansum(matched) / num_codes
+    agreement = np.full(num_models, np.nan)
+    for i in usable:
         others = np.delete(pairs[i], i)
         if np.isfinite(others).any():
             agreement[i] = np.nanmedian(others)
     return agreement
-
-
-def _usable_codes(codes):
-    """Whether codes `[P, m]` are finite with no constant column (`_check_values`)."""
-    try:
-        _check_values("codes", codes)
-    except ValueError:
-        return False
-    return True

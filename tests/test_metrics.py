@@ -335,16 +335,17 @@ def test_code_agreement_is_the_median_of_pairwise_mccs():
     assert pairwise[0, 1] == pytest.approx(1.0)
 
 
-def test_code_agreement_leaves_degenerate_models_out():
+def test_code_agreement_counts_dead_codes_as_zero_and_leaves_broken_models_out():
     rng = np.random.default_rng(4)
     z = rng.normal(size=(200, 2))
     dead = z.copy()
-    dead[:, 1] = 0.5                                              # a constant code
+    dead[:, 1] = 0.5                          # a constant code: matches nothing, counts 0
     broken = z.copy()
     broken[3, 0] = np.nan
-    agreement = metrics.code_agreement(np.stack([z, 2 * z, dead, broken]))
-    np.testing.assert_allclose(agreement[:2], 1.0)
-    assert np.isnan(agreement[2:]).all()
-    assert np.isnan(metrics.code_agreement(np.stack([z, dead]))).all()
+    agreement = metrics.code_agreement(np.stack([z, 2 * z, dead, broken, np.ones_like(z)]))
+    # z and 2z: 1 with each other, 1/2 with `dead` (one of its two codes matches)
+    np.testing.assert_allclose(agreement[:3], [0.75, 0.75, 0.5])
+    assert np.isnan(agreement[3:]).all()      # a NaN code; no code that varies
+    assert np.isnan(metrics.code_agreement(np.stack([z, broken]))).all()
     with pytest.raises(ValueError, match=r"\[S, P, m\] with S >= 2"):
         metrics.code_agreement(z[None])

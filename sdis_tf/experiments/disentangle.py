@@ -491,15 +491,15 @@ def format_summary(result: dict) -> str:
 
 def prepare(config: dict) -> pipeline.ImageSource:
     """Opens the data source and checks the config against it (`data_problems`), before
-    anything is written; an inner-Lasso run without XLA builds the C++ Lasso op here if it
-    is not cached (once per machine and TensorFlow, 15-90 s), not inside its first training
-    step.
+    anything is written; an inner-Lasso run builds the C++ Lasso op here if it is not cached
+    (once per machine and TensorFlow, 15-90 s; the evaluation solves with it even when
+    training is XLA-compiled), not inside its first step.
 
     Raises:
       ConfigError: the source cannot be read or does not fit the config.
     """
-    if config["method"] == "lasso" and not config["train"]["jit_compile"]:
-        lasso_op.op_available()     # an XLA-compiled step solves with XLA: no op needed
+    if config["method"] == "lasso":
+        lasso_op.op_available()
     source = image_source(config["data"])
     problems = data_problems(config, source)
     if problems:

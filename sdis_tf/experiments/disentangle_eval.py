@@ -130,9 +130,9 @@ AGREEMENT_SEED = 0x5EED
 
 def agreement_rows(num_points: int, num_rows: int) -> np.ndarray:
     """Sorted row indices whose codes a run saves for the code-agreement rule
-    (`metrics.code_agreement`): a uniform subsample of the data set's `num_rows` rows (its
-    images only; no factor is read), the same for every run (`AGREEMENT_SEED`); none for
-    num_points = 0."""
+    (`metrics.code_agreement`): a uniform subsample of the data set's `num_rows` rows (the
+    rule compares codes of their images; no factor value is stored or scored), the same for
+    every run (`AGREEMENT_SEED`); none for num_points = 0."""
     if num_points <= 0:
         return np.zeros(0, np.int64)
     return grid_points(num_points, AGREEMENT_SEED, num_rows)

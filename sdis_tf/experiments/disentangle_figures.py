@@ -26,24 +26,28 @@ seed), then average over seeds (mean and standard deviation):
   other seeds' models at the same eps (`metrics.code_agreement`: median MCC
   between codes on the same rows of the data set, each run's codes.npz). It
   never looks at the factors and costs no training beyond the sweep's seeds
-  (>= 2 per eps); a run without codes.npz (eval.agreement_points = 0) has no
-  agreement and the rule leaves it out. A "+ica" row takes its run's value.
+  (>= 2 per eps; the runs compared are those whose configs differ only in the
+  seed); a run without codes.npz (eval.agreement_points = 0) has no agreement
+  and the rule leaves it out. A "+ica" row takes its run's value: the rule
+  ranks the trained encoder, whose raw codes ICA then unmixes.
 Outputs: summary.md (tables, each saying which rule it uses; per-factor tables
 for runs that have per-factor scores), mcc_vs_eps.png
 (MCC and R against eps per setting, mean over seeds), best_vs_setting.png
-(best MCC and DCI against rho / alpha, both rules).
+(best MCC and DCI against rho / alpha, every rule).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 
 import numpy as np
+from absl import logging
 
 from sdis_tf import metrics
-from sdis_tf.train.rundir import atomic_write, finished_runs, save_figure
+from sdis_tf.train.rundir import RESUMABLE_KEYS, atomic_write, finished_runs, save_figure
 
 SCORES = ("mcc", "r", "dci_d", "dci_c")
 FACTOR_SCORES = SCORES + ("class_acc",)
@@ -79,16 +83,17 @@ def _roles_text(roles: dict) -> str:
 
 def collect(root: str) -> list[dict]:
     """One row per finished run below `root` (plus '+ica' rows), sorted."""
+    runs = finished_runs(root, "disentangle")
+    agreement = code_agreements(runs)
     rows = []
-    for folder, config, result in finished_runs(root, "disentangle"):
+    for folder, config, result in runs:
         data, tasks = config["data"], config["tasks"]
         roles = result.get("factor_roles", {})
         base = {"method": config["method"], "eps": config["eps"], "seed": config["seed"],
                 "setting": (data["correlation"], data["rho"], data["alpha"], tasks["kind"],
                             tasks["block_size"], _roles_text(roles)),
                 "roles": roles, "loss": float(result["eval/loss"]), "path": folder,
-                "codes": (os.path.join(folder, AGREEMENT_CODES)
-                          if os.path.isfile(os.path.join(folder, AGREEMENT_CODES)) else None)}
+                "agreement": agreement.get(folder, float("nan"))}
         for method, prefix in ((base["method"], ""), (base["method"] + "+ica", "ica_")):
             if f"eval/{prefix}mcc" not in result:
                 continue
@@ -100,29 +105,54 @@ def collect(root: str) -> list[dict]:
                          "factors": factors,
                          "mcc_continuous": float(np.mean(continuous)) if continuous
                          else float("nan")})
-    add_agreement(rows)
     return sorted(rows, key=lambda r: (r["setting"], r["method"], r["eps"], r["seed"]))
 
 
-def add_agreement(rows: list[dict]) -> None:
-    """Sets each row's "agreement": `metrics.code_agreement` among the rows of the same
-    method, setting and eps (one per seed), from their codes.npz; NaN for a row without
-    codes, alone at its eps, or whose codes cover other rows of the data set."""
+def code_agreements(runs: list[tuple[str, dict, dict]]) -> dict[str, float]:
+    """{run directory: agreement} of the runs (`finished_runs`) with codes.npz:
+    `metrics.code_agreement` among the runs whose configs differ only in the seed (and
+    the keys a rerun may change, `rundir.RESUMABLE_KEYS`). A group with one run, a seed
+    twice, or codes of other rows or widths gets no value (and a warning)."""
     groups = collections.defaultdict(list)
-    for row in rows:
-        row["agreement"] = float("nan")
-        if row["codes"] is not None:
-            groups[(row["method"], row["setting"], row["eps"])].append(row)
-    for group in groups.values():
-        loaded = []
-        for row in group:
-            with np.load(row["codes"]) as codes:
-                loaded.append((codes["rows"], codes["codes"]))
-        same_rows = all(np.array_equal(loaded[0][0], rows_) for rows_, _ in loaded)
-        if len(group) < 2 or not same_rows:
+    for folder, config, _ in runs:
+        path = os.path.join(folder, AGREEMENT_CODES)
+        if os.path.isfile(path):
+            groups[_without_seed(config)].append((folder, config["seed"], path))
+    values = {}
+    for members in groups.values():
+        seeds = [seed for _, seed, _ in members]
+        if len(set(seeds)) < len(seeds):
+            logging.warning("code agreement: seeds %s repeated among runs of one config (%s); "
+                            "not scored", seeds, ", ".join(f for f, _, _ in members))
             continue
-        for row, value in zip(group, metrics.code_agreement(np.stack([c for _, c in loaded]))):
-            row["agreement"] = float(value)
+        if len(members) < 2:
+            continue
+        loaded = []
+        for _, _, path in members:
+            with np.load(path) as saved:
+                loaded.append((saved["rows"], saved["codes"]))
+        if any(not np.array_equal(rows, loaded[0][0]) or codes.shape != loaded[0][1].shape
+               for rows, codes in loaded):
+            logging.warning("code agreement: the codes of %s cover other rows or widths; "
+                            "not scored", ", ".join(path for _, _, path in members))
+            continue
+        scores = metrics.code_agreement(np.stack([codes for _, codes in loaded]))
+        values.update({folder: float(v) for (folder, _, _), v in zip(members, scores)})
+    return values
+
+
+def _without_seed(config: dict) -> str:
+    """The config as sorted JSON without its seed and `RESUMABLE_KEYS` (a group key)."""
+    config = json.loads(json.dumps(config))
+    config.pop("seed", None)
+    for key in RESUMABLE_KEYS:
+        *sections, last = key.split(".")
+        section = config
+        for name in sections:
+            section = section.get(name, {}) if isinstance(section, dict) else {}
+        if isinstance(section, dict):
+            section.pop(last, None)
+    return json.dumps(config, sort_keys=True)
 
 
 def select(rows: list[dict], rule: str) -> dict:
@@ -135,17 +165,16 @@ def select(rows: list[dict], rule: str) -> dict:
     for row in rows:
         by_seed[(row["method"], row["setting"], row["seed"])].append(row)
     chosen = collections.defaultdict(list)
+    key = {"oracle": "mcc", "val_loss": "loss", "agreement": "agreement"}[rule]
     for (method, setting, _), candidates in sorted(by_seed.items()):
-        finite = [r for r in candidates if np.isfinite(r["mcc"])] or candidates
-        if rule == "oracle":
-            best = max(finite, key=lambda r: r["mcc"])
-        elif rule == "val_loss":
-            best = min(finite, key=lambda r: r["loss"])
-        else:
-            scored = [r for r in finite if np.isfinite(r["agreement"])]
-            if not scored:
-                continue
-            best = max(scored, key=lambda r: r["agreement"])
+        # each rule reads its own score only (val_loss and agreement never the factors)
+        scored = [r for r in candidates if np.isfinite(r[key])]
+        if not scored:
+            if rule == "agreement":
+                continue          # no codes to compare: the rule has no choice to make
+            scored = candidates
+        best = (min(scored, key=lambda r: r["loss"]) if rule == "val_loss"
+                else max(scored, key=lambda r: r[key]))
         chosen[(method, setting)].append(best)
     summary = {}
     for key, best in chosen.items():

@@ -58,7 +58,7 @@ from sdis_tf.data import fewshot, omniglot
 from sdis_tf.models.resnet12 import ResNet12
 from sdis_tf.models.small_conv import SmallConv
 from sdis_tf.train import distribute, harness, meta, progress
-from sdis_tf.train.checkpoint import Checkpointer, list_checkpoints
+from sdis_tf.train.checkpoint import Checkpointer, list_checkpoints, readable
 from sdis_tf.train.rundir import CHECKPOINTS, CONFIG, finished_runs, save_figure
 
 METHODS = ("sparse_svm", "dense_svm", "ridge", "proto")
@@ -191,9 +191,11 @@ def _backbone_source_problems(config: dict) -> list[str]:
                "(workdir/<run>, holding config.json and checkpoints/) with the same "
                "config.model and image size")
     config_path = os.path.join(source, CONFIG)
-    if not os.path.isfile(config_path) or not list_checkpoints(
-            os.path.join(source, CHECKPOINTS)):
+    checkpoints = list_checkpoints(os.path.join(source, CHECKPOINTS))
+    if not os.path.isfile(config_path) or not checkpoints:
         return [f"{field} holds no config.json and checkpoint; {allowed}"]
+    if not any(map(readable, checkpoints)):
+        return [f"{field}: none of its {len(checkpoints)} checkpoints can be read; {allowed}"]
     with open(config_path) as f:
         trained = json.load(f)
     ours = json.loads(json.dumps({"model": config["model"],

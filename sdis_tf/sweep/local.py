@@ -17,7 +17,6 @@ import collections
 import dataclasses
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time

@@ -47,6 +47,16 @@ def list_checkpoints(directory: str) -> list[str]:
     return sorted((p for p in paths if re.search(r"ckpt-\d+$", p)), key=number)
 
 
+def readable(path: str) -> bool:
+    """Whether the checkpoint `path` (a prefix) has a readable index: a quick check that
+    reads no variable (a truncated `.data` file shows only on restore)."""
+    try:
+        tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError):
+        return False
+    return True
+
+
 class Checkpointer:
     """Saves and restores `step`, `elapsed` (training seconds) and the given trackables.
 
@@ -70,12 +80,12 @@ class Checkpointer:
         self._manager = tf.train.CheckpointManager(
             self._checkpoint, self._write_dir, max_to_keep=max_to_keep)
 
-        self._restored = None  # the checkpoint restored when it is not the newest on disk
+        self._current = None  # the checkpoint restored or last saved by the chief
 
     @property
     def latest(self) -> str | None:
         """The path prefix of the newest checkpoint this run stands on, or None."""
-        return self._restored or tf.train.latest_checkpoint(self.directory)
+        return self._current or tf.train.latest_checkpoint(self.directory)
 
     def checkpoints(self) -> list[str]:
         """Path prefixes of the checkpoints in `directory`, oldest first (by step)."""
@@ -106,7 +116,7 @@ class Checkpointer:
                 logging.warning("checkpoint %s is unreadable (%s); trying an older one",
                                 path, reason)
                 continue
-            self._restored = path if path != candidates[-1] else None
+            self._current = path
             return int(self.step.numpy())
         if candidates:
             raise NoIntactCheckpointError(
@@ -119,7 +129,7 @@ class Checkpointer:
         self.step.assign(step)
         self.elapsed.assign(elapsed)
         path = self._manager.save(checkpoint_number=step)
-        self._restored = None
+        self._current = path if self._chief else None
         if not self._chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return path

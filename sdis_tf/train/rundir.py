@@ -37,8 +37,10 @@ RESULT = "result.json"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 
-RESUMABLE_KEYS = frozenset({"distribute", "tpu", "log_every_seconds"})
-"""Top-level config keys a rerun may change (the hardware, the log cadence)."""
+RESUMABLE_KEYS = frozenset({"distribute", "tpu", "log_every_seconds", "eval.agreement_points"})
+"""Config keys (dotted; a section covers its keys) a rerun may change or add: the hardware,
+the log cadence, and what a finished run saves besides its scores (the disentangle runs'
+agreement codes, which runs from before that key can then write when they finish)."""
 
 
 def atomic_write(path: str, data: str | bytes) -> None:
@@ -237,14 +239,15 @@ def finished_result(workdir: str, config: Mapping) -> dict | None:
             old = json.load(f)
         with open(os.path.join(workdir, RESULT)) as f:
             result = json.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return None if _fatal(_diff(old, json.loads(json.dumps(config)))) else result
 
 
 def _fatal(diffs: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
     """The differences a rerun may not make (outside `RESUMABLE_KEYS`)."""
-    return [d for d in diffs if d[0].split(".")[0] not in RESUMABLE_KEYS]
+    return [d for d in diffs
+            if not any(d[0] == key or d[0].startswith(key + ".") for key in RESUMABLE_KEYS)]
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -63,7 +63,11 @@ def test_first_use_downloads_verifies_and_places_then_reuses(cache, server, caps
                                                              monkeypatch):
     (cache / "data").mkdir(parents=True)
     (cache / "data" / "a.zip.part").write_bytes(b"left by a killed download")
+    hashed = []
+    digest = hashlib.sha256(BODY).hexdigest()
+    monkeypatch.setattr(download, "sha256_of", lambda p: hashed.append(p) or digest)
     path = download.fetch(_remote())
+    assert hashed == []                       # hashed while it streamed in, not read again
     assert path == str(cache / "data" / "a.zip") == download.cached_path(_remote())
     assert (cache / "data" / "a.zip").read_bytes() == BODY
     assert server.requests == [URL]
@@ -71,6 +75,7 @@ def test_first_use_downloads_verifies_and_places_then_reuses(cache, server, caps
     assert "a.zip: 100%" in capsys.readouterr().err         # the progress bar, on stderr
     _refuse_network(monkeypatch)
     assert download.fetch(_remote()) == path                # second use: no download
+    assert hashed == [path]                                 # ... but a check of the file
 
 
 def test_cache_defaults_to_the_user_cache_folder(tmp_path, monkeypatch):
@@ -176,4 +181,3 @@ def test_an_unwritable_cache_is_one_line(tmp_path, monkeypatch, server):
             r"to a writable folder for the data cache$")):
         download.fetch(_remote())
     assert server.requests == []
-

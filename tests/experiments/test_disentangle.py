@@ -216,8 +216,14 @@ def test_rescore_reproduces_the_final_evaluation_and_scores_more_rows(finished_r
     assert same["step"] == 4 and same["grid_points"] == 300 and same["train_points"] == 300
     for key in ("eval/mcc", "eval/r", "eval/dci_d", "eval/mcc_train", "eval/ica_mcc"):
         assert same[key] == pytest.approx(final[key], abs=1e-6), key
-    more = disentangle_rescore.rescore(run, grid_points=2000, train_points=500)
+    os.remove(os.path.join(run, "codes.npz"))
+    more = disentangle_rescore.rescore(run, grid_points=2000, train_points=500,
+                                       agreement_points=100)
     assert more["grid_points"] == 2000 and more["train_points"] == 500
+    with np.load(os.path.join(run, "codes.npz")) as rescored, \
+            np.load(os.path.join(finished_run[0], "codes.npz")) as trained:
+        np.testing.assert_array_equal(rescored["rows"], trained["rows"])
+        np.testing.assert_allclose(rescored["codes"], trained["codes"], atol=1e-6)
     assert all(0.0 <= more[k] <= 1.0 + 1e-9 for k in ("eval/mcc", "eval/r", "eval/mcc_train"))
     with open(os.path.join(run, "rescore_grid2000.json")) as f:
         stored = json.load(f)

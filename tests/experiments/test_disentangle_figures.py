@@ -15,12 +15,12 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 
 def _write_run(root, name, method, eps, seed, mcc, loss, ica=True, rho=0.9, codes=None,
-               rows=None):
+               rows=None, **config_items):
     folder = os.path.join(root, name)
     os.makedirs(folder)
     config = {"experiment": "disentangle", "method": method, "eps": eps, "seed": seed,
               "data": {"correlation": "harder_gauss", "rho": rho, "alpha": 1.0},
-              "tasks": {"kind": "bernoulli", "block_size": 1}}
+              "tasks": {"kind": "bernoulli", "block_size": 1}, **config_items}
     result = {"eval/mcc": mcc, "eval/r": 0.99, "eval/dci_d": mcc / 2, "eval/dci_c": mcc / 3,
               "eval/loss": loss}
     if ica:
@@ -187,6 +187,14 @@ def test_agreement_needs_two_seeds_on_the_same_rows(tmp_path):
     _write_run(root, "x0", "lasso", 0.2, 0, mcc=0.9, loss=0.1, codes=codes)
     _write_run(root, "x1", "lasso", 0.2, 1, mcc=0.9, loss=0.1, codes=codes,
                rows=np.arange(50) + 7)                            # other rows of the data
+    # runs that differ in more than the seed are not compared (here: the schedule) ...
+    _write_run(root, "y0", "lasso", 0.3, 0, mcc=0.9, loss=0.1, codes=codes, schedule="cosine")
+    _write_run(root, "y1", "lasso", 0.3, 1, mcc=0.9, loss=0.1, codes=codes)
+    # ... nor copies of one run, nor codes of another width
+    _write_run(root, "copy_a", "ridge", 0.1, 0, mcc=0.9, loss=0.1, codes=codes)
+    _write_run(root, "copy_b", "ridge", 0.1, 0, mcc=0.9, loss=0.1, codes=codes)
+    _write_run(root, "w0", "ridge", 0.2, 0, mcc=0.9, loss=0.1, codes=codes)
+    _write_run(root, "w1", "ridge", 0.2, 1, mcc=0.9, loss=0.1, codes=codes[:, :1])
     rows = figures.collect(root)
     assert all(np.isnan(r["agreement"]) for r in rows)
     assert figures.select(rows, "agreement") == {}

@@ -299,3 +299,11 @@ def test_a_damaged_backbone_checkpoint_falls_back_to_an_older_one(tiny, tmp_path
         restored = json.load(f)
     assert restored["backbone_from"] == os.path.join(checkpoints, "ckpt-2")
     assert [r["step"] for r in _records(retest, "proto")] == [2]
+    for index in (f for f in os.listdir(checkpoints) if f.endswith(".index")):
+        with open(os.path.join(checkpoints, index), "wb") as f:
+            f.write(b"not a checkpoint index")
+    config = _config(method="proto")
+    config.eval.backbone_from = source
+    with pytest.raises(config_schema.ConfigError, match="none of its 2 checkpoints can be read"):
+        experiments.run(config, str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad")

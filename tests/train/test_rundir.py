@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf.train import rundir as rundir_lib
-from sdis_tf.train.rundir import ConfigMismatchError, RunDir
+from sdis_tf.train.rundir import ConfigMismatchError, RunDir, finished_result
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -44,6 +44,22 @@ def test_config_is_written_then_checked_on_rerun(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["distribute"] == "mirrored"
     with pytest.raises(ConfigMismatchError, match=r"config.data.rho: 0.9 in the workdir, 0.5 now"):
         RunDir(str(tmp_path)).write_config({**config, "data": {"rho": 0.5, "hidden": (8, 8)}})
+
+
+def test_a_finished_run_is_found_by_its_config_and_may_gain_resumable_keys(tmp_path):
+    old = {"seed": 0, "eval": {"every_steps": 5}, "distribute": "default"}
+    workdir = str(tmp_path / "run")
+    assert finished_result(workdir, old) is None                    # nothing there
+    RunDir(workdir).write_config(old)
+    assert finished_result(workdir, old) is None                    # not finished
+    RunDir(workdir).write_result({"eval/mcc": 0.9})
+    assert finished_result(workdir, old) == {"eval/mcc": 0.9}
+    # a key added since the run (what a finished run saves) and the hardware may differ
+    new = {**old, "eval": {"every_steps": 5, "agreement_points": 5000}, "distribute": "tpu"}
+    assert finished_result(workdir, new) == {"eval/mcc": 0.9}
+    RunDir(workdir).write_config(new)
+    assert finished_result(workdir, {**new, "seed": 1}) is None     # another run
+    assert finished_result(str(tmp_path / "run" / "config.json"), old) is None   # a file
 
 
 def test_metrics_records_truncate_and_non_finite_values(tmp_path):
