@@ -16,7 +16,7 @@ ops: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77'  # SPDX license field
 	$(PY) -m pip install --quiet -e '.[test,bench,docs]'
 	touch $(STAMP)
 
