@@ -149,8 +149,10 @@ def get_sweep(name: str, hyper) -> list[dict]:
     preset): inner-Lasso at eps in SELECT_EPS_GRID x SELECT_SEEDS under the config's own
     factor roles (15 runs), for disentangle_figures' oracle, val_loss and agreement rules.
     "sprites" (with the "sprites" preset): inner-Lasso and inner-Ridge x SELECT_SEEDS at the
-    preset's eps (10 runs).
+    preset's eps (10 runs). "seeds": the command line's config x SELECT_SEEDS (5 runs).
     """
+    if name == "seeds":
+        return hyper.sweep("seed", SELECT_SEEDS)
     if name == "eps_select":
         return hyper.product([hyper.fixed("method", "lasso"),
                               hyper.sweep("eps", SELECT_EPS_GRID),
@@ -174,7 +176,7 @@ def get_sweep(name: str, hyper) -> list[dict]:
     }
     if name not in settings:
         raise ValueError(f"unknown sweep {name!r}; allowed: {', '.join(map(repr, settings))}"
-                         ", 'fig4_rho_small', 'eps_select', 'sprites'")
+                         ", 'fig4_rho_small', 'eps_select', 'sprites', 'seeds'")
     methods = ("outer_lasso", "outer_ridge") if name == "fig10" else ("lasso", "ridge")
     return hyper.product([paper, settings[name], hyper.sweep("method", methods),
                           hyper.sweep("eps", EPS_GRID), hyper.sweep("seed", SEEDS)])

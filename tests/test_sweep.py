@@ -265,3 +265,7 @@ def test_model_selection_and_sprite_sweeps(tmp_path):
                               str(tmp_path / "sprites"))
     assert sorted((p.overrides["method"], p.overrides["seed"]) for p in runs) == [
         (method, seed) for method in ("lasso", "ridge") for seed in range(5)]
+    seeds = points.make_points(config, {"eps": 0.2}, points.load_sweep(config, "seeds"),
+                               str(tmp_path / "seeds"))
+    assert [p.overrides for p in seeds] == [{"seed": seed} for seed in range(5)]
+    assert all("--config.eps=0.2" in p.command for p in seeds)
