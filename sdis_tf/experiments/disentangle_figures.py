@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 
 import numpy as np
 from absl import logging
 
 from sdis_tf import metrics
-from sdis_tf.train.rundir import RESUMABLE_KEYS, atomic_write, finished_runs, save_figure
+from sdis_tf.train.rundir import (RESUMABLE_KEYS, atomic_write, config_differences,
+                                  finished_runs, save_figure)
 
 SCORES = ("mcc", "r", "dci_d", "dci_c")
 FACTOR_SCORES = SCORES + ("class_acc",)
@@ -113,13 +113,20 @@ def code_agreements(runs: list[tuple[str, dict, dict]]) -> dict[str, float]:
     `metrics.code_agreement` among the runs whose configs differ only in the seed (and
     the keys a rerun may change, `rundir.RESUMABLE_KEYS`). A group with one run, a seed
     twice, or codes of other rows or widths gets no value (and a warning)."""
-    groups = collections.defaultdict(list)
+    groups: list[tuple[dict, list]] = []  # (first config, [(folder, seed, codes path)])
     for folder, config, _ in runs:
         path = os.path.join(folder, AGREEMENT_CODES)
-        if os.path.isfile(path):
-            groups[_without_seed(config)].append((folder, config["seed"], path))
+        if not os.path.isfile(path):
+            continue
+        member = (folder, config["seed"], path)
+        for first, members in groups:
+            if not config_differences(first, config, ignore=RESUMABLE_KEYS | {"seed"}):
+                members.append(member)
+                break
+        else:
+            groups.append((config, [member]))
     values = {}
-    for members in groups.values():
+    for _, members in groups:
         seeds = [seed for _, seed, _ in members]
         if len(set(seeds)) < len(seeds):
             logging.warning("code agreement: seeds %s repeated among runs of one config (%s); "
@@ -139,20 +146,6 @@ def code_agreements(runs: list[tuple[str, dict, dict]]) -> dict[str, float]:
         scores = metrics.code_agreement(np.stack([codes for _, codes in loaded]))
         values.update({folder: float(v) for (folder, _, _), v in zip(members, scores)})
     return values
-
-
-def _without_seed(config: dict) -> str:
-    """The config as sorted JSON without its seed and `RESUMABLE_KEYS` (a group key)."""
-    config = json.loads(json.dumps(config))
-    config.pop("seed", None)
-    for key in RESUMABLE_KEYS:
-        *sections, last = key.split(".")
-        section = config
-        for name in sections:
-            section = section.get(name, {}) if isinstance(section, dict) else {}
-        if isinstance(section, dict):
-            section.pop(last, None)
-    return json.dumps(config, sort_keys=True)
 
 
 def select(rows: list[dict], rule: str) -> dict:

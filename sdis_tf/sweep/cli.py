@@ -76,7 +76,7 @@ def _resources() -> slurm.Resources:
         extra=tuple(FLAGS.sbatch))
 
 
-def _run_local(name: str, workdir: str, sweep: list[points.Point]) -> int:
+def _run_local(name: str, workdir: str, sweep: list[points.Point], report) -> int:
     outcome = local.run(sweep, FLAGS.parallel, label=name)
     done = f"{len(outcome.finished)} of {len(sweep)} points finished in {workdir}"
     if outcome.signum is not None:
@@ -87,7 +87,6 @@ def _run_local(name: str, workdir: str, sweep: list[points.Point]) -> int:
               "the same command to retry them")
     else:
         print(f"{name}: {done}")
-        report = experiments.get(FLAGS.config.experiment).EXPERIMENT.report
         if report is not None:
             print(report(workdir))
     return outcome.exit_code
@@ -118,9 +117,12 @@ def main(argv) -> int:
             points.write_record(workdir, content)
             print(slurm.submit(workdir, sweep, _resources(), name))
             return 0
+        # The report is imported before the points run: edits of the package while they
+        # run cannot break it with a half-new import.
+        report = experiments.get(FLAGS.config.experiment).EXPERIMENT.report
         with WorkdirLock(workdir):
             points.write_record(workdir, content)
-            return _run_local(name, workdir, sweep)
+            return _run_local(name, workdir, sweep, report)
     except (points.SweepMismatchError, WorkdirBusyError) as error:
         print(error, file=sys.stderr)
         return 2

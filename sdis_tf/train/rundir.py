@@ -25,7 +25,7 @@ import io
 import json
 import os
 import uuid
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -137,8 +137,8 @@ class RunDir:
         if os.path.exists(path):
             with open(path) as f:
                 old = json.load(f)
-            diffs = _diff(old, config)
-            fatal = _fatal(diffs)
+            diffs = config_differences(old, config, ignore=())
+            fatal = config_differences(old, config)
             if fatal:
                 lines = [f"config.{k}: {a!r} in the workdir, {b!r} now" for k, a, b in fatal]
                 raise ConfigMismatchError(
@@ -241,13 +241,18 @@ def finished_result(workdir: str, config: Mapping) -> dict | None:
             result = json.load(f)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return None if _fatal(_diff(old, json.loads(json.dumps(config)))) else result
+    return None if config_differences(old, config) else result
 
 
-def _fatal(diffs: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, Any]]:
-    """The differences a rerun may not make (outside `RESUMABLE_KEYS`)."""
-    return [d for d in diffs
-            if not any(d[0] == key or d[0].startswith(key + ".") for key in RESUMABLE_KEYS)]
+def config_differences(old: Mapping, new: Mapping, ignore: Iterable[str] = RESUMABLE_KEYS
+                       ) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf where two configs differ (as JSON:
+    a tuple equals its list), leaving out the dotted keys `ignore` (a section covers its
+    keys). The default leaves out what a rerun may change: two configs without differences
+    are the same run."""
+    ignore = tuple(ignore)
+    return [d for d in _diff(json.loads(json.dumps(old)), json.loads(json.dumps(new)))
+            if not any(d[0] == key or d[0].startswith(key + ".") for key in ignore)]
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from sdis_tf.train import rundir as rundir_lib
-from sdis_tf.train.rundir import ConfigMismatchError, RunDir, finished_result
+from sdis_tf.train.rundir import (ConfigMismatchError, RunDir, config_differences,
+                                  finished_result)
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -60,6 +61,19 @@ def test_a_finished_run_is_found_by_its_config_and_may_gain_resumable_keys(tmp_p
     RunDir(workdir).write_config(new)
     assert finished_result(workdir, {**new, "seed": 1}) is None     # another run
     assert finished_result(str(tmp_path / "run" / "config.json"), old) is None   # a file
+
+
+def test_config_differences_compare_as_json_and_leave_out_the_ignored_keys():
+    old = {"seed": 0, "data": {"hidden": (8, 8), "rho": 0.9}, "eval": {"a": 1, "b": 2}}
+    new = {"seed": 1, "data": {"hidden": [8, 8], "rho": 0.5}, "eval": {"a": 3}, "tpu": "x"}
+    assert config_differences(old, new, ignore=()) == [
+        ("data.rho", 0.9, 0.5), ("eval.a", 1, 3), ("eval.b", 2, None), ("seed", 0, 1),
+        ("tpu", None, "x")]
+    # a dotted key leaves out that leaf, a section all of its keys; "eva" is not "eval"
+    assert config_differences(old, new, ignore=("seed", "eval.a", "data", "eva")) == [
+        ("eval.b", 2, None), ("tpu", None, "x")]
+    # by default what a rerun may change ("tpu", "eval.agreement_points") is left out
+    assert config_differences({"tpu": "", "eval": {}}, {"eval": {"agreement_points": 9}}) == []
 
 
 def test_metrics_records_truncate_and_non_finite_values(tmp_path):
