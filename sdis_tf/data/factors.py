@@ -9,10 +9,12 @@
 
 Layouts recognised without any key given (first match wins):
 
-    3D Shapes h5    `images` (N, H, W, 3) uint8 and `labels` (N, 6) float: the
+    3D Shapes h5    `images` (N, H, W, 3) uint8 and `labels` (N, 6) float whose
+                    values lie on the 3D Shapes grid (`latents.factor_values`): the
                     full 480,000-image file goes through `shapes3d.load_shapes3d`
                     (validated against the grid); a subset is read as a plain file
-                    with the 3D Shapes factor names.
+                    with the 3D Shapes factor names. Labels off that grid make a
+                    plain file (generic names, no layout defaults; logged).
     dSprites npz    `imgs` (N, 64, 64) uint8 0/1, `latents_values` (N, 6),
                     `latents_classes`, and `metadata` (a pickled dict whose
                     `latents_names` names the factors), whole or a subset.
@@ -23,9 +25,10 @@ Layouts recognised without any key given (first match wins):
 come out as float32 in [0, 1] with their own channel count: bool as 0/1; uint8
 as value / 255, except an npz's uint8 images whose values are all 0 or 1
 (dSprites), read as 0/1; floats as stored. A factor with a single value
-(dSprites' colour) is dropped with a log line. NaN or infinite factors, and
-float images with a NaN or a value infinite as float32, are refused at load
-(`FactorFileError` naming the file and the first such row).
+(dSprites' colour) is dropped with a log line. Factor names must be distinct
+and non-empty (they name the latents and the scores). NaN or infinite
+factors, and float images with a NaN or a value infinite as float32, are
+refused at load (`FactorFileError` naming the file and the first such row).
 
 Memory: h5 images are indexed (sorted, deduplicated reads), never read whole;
 an npz member cannot be read by index, so it is decompressed once at load and
@@ -186,8 +189,9 @@ def load_factor_dataset(path, *, images_key: Optional[str] = None,
       factor_names: K names overriding those of the file.
     Raises:
       FactorFileError: missing or unreadable file; no images or no factors; lengths
-        that differ; non-numeric or non-finite factors; wrong ranks; every factor
-        constant. The message names the file, the keys found and the keys expected.
+        that differ; non-numeric or non-finite factors; wrong ranks; factor names
+        repeated or empty; every factor constant. The message names the file, the
+        keys found and the keys expected.
       shapes3d.Shapes3DFileError: a full 3D Shapes h5 that fails its validation.
     """
     path = os.fspath(path)
@@ -325,18 +329,23 @@ def _load_h5(path, images_key, factors_key, factor_names) -> FactorDataset:
             images_key = _pick(path, found, images_key, _IMAGE_KEYS, "images_key")
             factors_key = _pick(path, found, factors_key, _FACTOR_KEYS, "factors_key")
             _check_shapes(path, found, images_key, factors_key)
-            shapes3d_layout = (images_key, factors_key) == ("images", "labels")
-            full_shapes3d = shapes3d_layout and found["images"][0][0] == latents_lib.NUM_POINTS
+            factors = f[factors_key][...]         # [N, K]: small; the images stay on disk
+            named_shapes3d = (images_key, factors_key) == ("images", "labels")
+            off_grid = _off_shapes3d_grid(factors) if named_shapes3d else None
+            shapes3d_layout = named_shapes3d and off_grid is None
+            full_shapes3d = shapes3d_layout and len(factors) == latents_lib.NUM_POINTS
             if not full_shapes3d:
-                factors = f[factors_key][...]     # [N, K]: small; the images stay on disk
                 names = factor_names
                 if names is None and "factor_names" in found:
                     names = [_text(n) for n in f["factor_names"][...].reshape(-1)]
-                if names is None and shapes3d_layout and factors.shape[1:] == (6,):
+                if names is None and shapes3d_layout:
                     names = latents_lib.FACTOR_NAMES
     except OSError as error:
         raise FactorFileError(path, f"HDF5 cannot read it: truncated or corrupted "
                               f"({error}).") from None
+    if off_grid is not None:
+        logging.info("%s: 'images' and 'labels' as in 3D Shapes, but %s: read as a plain file "
+                     "(no 3D Shapes names or roles).", path, off_grid)
     if full_shapes3d:
         return _from_shapes3d(path, factor_names)
     image_shape, image_dtype = found[images_key]
@@ -345,6 +354,23 @@ def _load_h5(path, images_key, factors_key, factor_names) -> FactorDataset:
     return _build(path, "shapes3d" if shapes3d_layout else "plain",
                   FactorImages(reader.read, _with_channels(image_shape), _scale(image_dtype)),
                   factors, names, found, factors_key)
+
+
+def _off_shapes3d_grid(labels: np.ndarray) -> Optional[str]:
+    """None if `labels` [N, 6] take only 3D Shapes grid values (`latents.factor_values`,
+    to within 1e-4 as `shapes3d` checks them), else what is off the grid."""
+    if labels.ndim != 2 or labels.shape[1] != len(latents_lib.FACTOR_NAMES):
+        return f"the labels have shape {labels.shape}, not (N, 6)"
+    for k, (name, grid) in enumerate(zip(latents_lib.FACTOR_NAMES,
+                                         latents_lib.factor_values())):
+        values = np.unique(labels[:, k])
+        above = np.clip(np.searchsorted(grid, values), 1, len(grid) - 1)
+        distance = np.minimum(np.abs(values - grid[above - 1]), np.abs(values - grid[above]))
+        off = ~(distance <= 1e-4)                 # NaN is off the grid too
+        if off.any():
+            return (f"label column {k} takes {values[np.argmax(off)]:g}, not a 3D Shapes "
+                    f"{name} {np.round(grid, 4).tolist()}")
+    return None
 
 
 def _from_shapes3d(path, factor_names) -> FactorDataset:
@@ -366,6 +392,13 @@ def _build(path, layout, images, factors, names, found, factors_key) -> FactorDa
     if len(names) != num:
         raise FactorFileError(path, f"{len(names)} factor names {names} for {num} factors.",
                               found)
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    empty = [k for k, name in enumerate(names) if not str(name).strip()]
+    if repeated or empty:
+        raise FactorFileError(path, f"factor names {names} must be distinct and non-empty "
+                              f"(repeated: {repeated or 'none'}; empty at columns: "
+                              f"{empty or 'none'}): they name the latents and the scores; give "
+                              "each factor its own name (factor_names=...).", found)
     constant = np.all(factors == factors[:1], axis=0)
     dropped = tuple(n for n, c in zip(names, constant) if c)
     if dropped:

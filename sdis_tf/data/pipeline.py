@@ -116,9 +116,10 @@ class ImageSource:
               periodic=(roles_lib.AUTO,)) -> roles_lib.Roles:
         """The factor roles of this source from their declarations (`roles.resolve_roles`,
         "auto" = the defaults of its layout)."""
+        dropped = self.data.dropped if isinstance(self.data, factors_lib.FactorDataset) else ()
         return roles_lib.resolve_roles(self.factor_names, self.grid, self.layout,
                                        factors=factors, categorical=categorical,
-                                       periodic=periodic)
+                                       periodic=periodic, dropped=dropped)
 
     def default_latents(self, alpha: float,
                         roles: roles_lib.Roles | None = None) -> latents_lib.TaskLatents:

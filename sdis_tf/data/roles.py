@@ -31,11 +31,21 @@ scaling when the tasks' supports vary enough over the columns.
 
 Declarations (`resolve_roles`): `categorical` is a tuple of factor names and
 `periodic` a tuple of "name:period[:symmetry]" strings (period a number or a
-multiple of pi: "6.283185", "2pi", "pi"); the item "auto" stands for the
-defaults of the data's layout (`LAYOUT_DEFAULTS`: dSprites' shape categorical
-and orientation periodic over 2 pi, 3D Shapes' three hues periodic over 1, the
-sprite world's shape categorical and orientation periodic over 1), applied to
-the task factors the data has; explicit items override them.
+multiple of pi: "6.283185", "2pi", "pi"), read from the right: the name is
+everything before the last one or two numeric fields, so it may hold spaces or
+':' (`parse_periodic`). The item "auto" stands for the defaults of the data's
+layout (`LAYOUT_DEFAULTS`: dSprites' shape categorical and orientation periodic
+over 2 pi, 3D Shapes' three hues periodic over 1, the sprite world's shape
+categorical and orientation periodic over 1), applied to the task factors the
+data has; explicit items override them, and the roles line (`Roles.describe`)
+names the factors whose roles are a layout's defaults.
+
+A period must fit the factor's values (`periodic_fit`): the values go round the
+circle at most once (max - min <= P); the symmetry, a property of the images, is
+not checked. The
+share of the circle the values cover is in the roles line: a small one often
+means a period in other units than the values (the sprite world's orientation,
+0..0.9 of a turn, declared over 2 pi covers 16%).
 """
 
 from __future__ import annotations
@@ -57,30 +67,108 @@ LAYOUT_DEFAULTS = {
 """The roles "auto" stands for, by layout (`factors.FactorDataset.layout`; the 3D Shapes
 renderer and TFDS directory are "shapes3d", the sprite world "sprites")."""
 
+LAYOUT_TITLES = {"dsprites": "dSprites", "shapes3d": "3D Shapes", "sprites": "sprite world"}
+"""How the roles line and the problems name a layout whose defaults "auto" applied."""
+
 PERIODIC_FORMAT = ('"name:period[:symmetry]" with period > 0 (a number or "<number>pi") '
-                   'and symmetry an int >= 1, e.g. "orientation:2pi", "angle:360:4"')
-_PERIODIC = re.compile(r"([^:\s]+):([0-9.eE+-]*)(pi)?(?::(\d+))?")
+                   'and symmetry an int >= 1, e.g. "orientation:2pi", "angle:360:4"; the name '
+                   "is everything before the last one or two numeric fields")
+_NUMBER = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)?(pi)?")
+
+
+class PeriodicFormatError(ValueError):
+    """A periodic declaration that is not "name:period[:symmetry]"; `reason` says why."""
+
+    def __init__(self, text, reason: str):
+        self.reason = reason
+        super().__init__(f"{text!r}: {reason}; allowed: {PERIODIC_FORMAT}")
+
+
+def _number(field: str) -> float | None:
+    """'360' -> 360.0, '2pi' -> 2 pi, 'pi' -> pi, ' -1 ' -> -1.0; None if not a number."""
+    match = _NUMBER.fullmatch(field.strip())
+    if match is None or not (match[1] or match[2]):
+        return None
+    return float(match[1] or 1.0) * (np.pi if match[2] else 1.0)
 
 
 def parse_periodic(text: str) -> tuple[str, float, int]:
-    """'orientation:2pi:4' -> ('orientation', 2 pi, 4); the symmetry defaults to 1.
+    """'orientation:2pi:4' -> ('orientation', 2 pi, 4); 'joint 2:360' -> ('joint 2', 360.0, 1).
+
+    Read from the right: the last ':'-separated field is the period, or the symmetry
+    when the field before it is a number too; the name is everything before (it may
+    hold spaces and ':': 'a:b:2pi:4' -> ('a:b', 2 pi, 4); a name that itself ends in
+    ':<number>' needs its symmetry written, 'v:2:360:1'). The symmetry defaults to 1.
 
     Raises:
-      ValueError: `text` is not "name:period[:symmetry]" (the message says what is allowed).
+      PeriodicFormatError: `text` is not "name:period[:symmetry]"; the message says
+        which part is wrong and what is allowed.
     """
-    match = _PERIODIC.fullmatch(text) if isinstance(text, str) else None
-    if match is None or not (match[2] or match[3]):
-        raise ValueError(f"{text!r} is not {PERIODIC_FORMAT}")
-    name, number, pi, symmetry = match.groups()
-    try:
-        period = float(number) if number else 1.0
-    except ValueError:
-        raise ValueError(f"{text!r} is not {PERIODIC_FORMAT}") from None
-    period *= np.pi if pi else 1.0
-    symmetry = int(symmetry) if symmetry else 1
-    if not np.isfinite(period) or period <= 0 or symmetry < 1:
-        raise ValueError(f"{text!r} is not {PERIODIC_FORMAT}")
-    return name, period, symmetry
+    if not isinstance(text, str):
+        raise PeriodicFormatError(text, f"of type {type(text).__name__}, not a string")
+    fields = text.split(":")
+    if len(fields) < 2:
+        raise PeriodicFormatError(text, "no ':period' after the name")
+    with_symmetry = len(fields) > 2 and None not in map(_number, fields[-2:])
+    name = ":".join(fields[:-2] if with_symmetry else fields[:-1])
+    period_field = fields[-2] if with_symmetry else fields[-1]
+    period = _number(period_field)
+    if period is None:
+        raise PeriodicFormatError(text, f"{period_field!r} after the last ':' is not a number")
+    if not name:
+        raise PeriodicFormatError(text, f"no factor name before ':{period_field}'")
+    if not (np.isfinite(period) and period > 0):
+        raise PeriodicFormatError(text, f"period {period_field.strip()} is not a finite "
+                                  "number > 0")
+    symmetry = fields[-1].strip() if with_symmetry else "1"
+    if not (symmetry.isdecimal() and int(symmetry) >= 1):
+        raise PeriodicFormatError(text, f"symmetry {symmetry} is not an int >= 1")
+    return name, period, int(symmetry)
+
+
+_SLACK = 1e-3
+"""Relative slack of the fit checks: a period typed to three decimals (6.283) still fits."""
+
+
+def periodic_fit(name: str, values: np.ndarray, period: float,
+                 symmetry: int) -> tuple[float, str | None]:
+    """How the distinct values of a factor lie on the circle of (period P, symmetry s).
+
+    With span = max - min, h the smallest step between the values and the turn
+    T = P / s (theta = 2 pi s v / P goes once round the circle per turn):
+
+        coverage = min(1, (span + h) / T), the share of the circle the values cover
+                   (each standing for one step): a small one often means a period in
+                   other units than the values.
+
+    Refused (the problem, one phrase naming the factor and what is allowed): span > P
+    (with `_SLACK` relative slack), the values wrap round the circle more than once (a
+    grid may end at P - h, as the hues 0, 0.1, ..., 0.9 over 1, or at P, as dSprites'
+    orientation over 2 pi). The symmetry is a property of the images (a square looks the
+    same a quarter turn on), which the values cannot refute: it is not checked.
+
+    Returns:
+      (coverage, problem or None).
+    """
+    values = np.unique(np.asarray(values, np.float64))
+    if values.size < 2:
+        return 0.0, None
+    span, step = values[-1] - values[0], np.diff(values).min()
+    coverage = min(1.0, float(span + step) / (period / symmetry))
+    if span > period * (1 + _SLACK):
+        return coverage, (
+            f"the values of {name!r} span {span:g} (from {values[0]:g} to {values[-1]:g}), "
+            f"{span / period:.3g} periods of {period:g}: they would wrap round the circle "
+            f"more than once; allowed: a period of at least {span:g} in the values' units "
+            "(360 for degrees, 2pi for radians, 1 for fractions of a turn)")
+    return coverage, None
+
+
+def _labels(values: Sequence[float]) -> list[str]:
+    """Distinct labels of distinct class values: `:g` ('2', '0.5'), or every value's repr
+    when two `:g` labels would be the same (1.0 and 1.000001: '1.0', '1.000001')."""
+    labels = [f"{value:g}" for value in values]
+    return labels if len(set(labels)) == len(labels) else [repr(float(v)) for v in values]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +181,10 @@ class FactorRole:
       kind: "continuous", "categorical" or "periodic".
       period, symmetry: periodic only (module docstring).
       classes: categorical only: the sorted class values (>= 2).
+      coverage: periodic only: the share of its circle the factor's values cover
+        (`periodic_fit`); None when not measured.
+      layout: the layout whose defaults ("auto") gave the role (`LAYOUT_DEFAULTS`);
+        "" for a declared or continuous one.
     """
 
     name: str
@@ -101,6 +193,8 @@ class FactorRole:
     period: float = 0.0
     symmetry: int = 1
     classes: tuple = ()
+    coverage: float | None = None
+    layout: str = ""
 
     @property
     def width(self) -> int:
@@ -113,16 +207,19 @@ class FactorRole:
         if self.kind == "periodic":
             return f"{self.name}.cos", f"{self.name}.sin"
         if self.kind == "categorical":
-            return tuple(f"{self.name}={value:g}" for value in self.classes[1:])
+            return tuple(f"{self.name}={label}" for label in _labels(self.classes)[1:])
         return (self.name,)
 
     def describe(self) -> str:
-        """One phrase: 'shape categorical (3 classes: 1, 2, 3; 2 latents)', ..."""
+        """One phrase: 'shape categorical (3 classes: 1, 2, 3; 2 latents)', 'hue periodic
+        (period 1, symmetry 1: cos, sin; values cover 100% of the circle)', ..."""
         if self.kind == "periodic":
+            covered = ("" if self.coverage is None
+                       else f"; values cover {self.coverage:.0%} of the circle")
             return (f"{self.name} periodic (period {self.period:g}, symmetry {self.symmetry}: "
-                    f"cos, sin)")
+                    f"cos, sin{covered})")
         if self.kind == "categorical":
-            values = ", ".join(f"{value:g}" for value in self.classes)
+            values = ", ".join(_labels(self.classes))
             return f"{self.name} categorical ({len(self.classes)} classes: {values}; " \
                    f"{self.width} latents)"
         return f"{self.name} continuous"
@@ -223,64 +320,98 @@ class Roles:
         return {name: specs.get(name, "nuisance") for name in self.factor_names}
 
     def describe(self) -> str:
-        """One line: the task factors with their kinds, then the nuisances."""
+        """One line: the task factors with their kinds, the nuisances, then the factors
+        whose roles are a layout's defaults ('; auto (3D Shapes layout): floor_hue, ...')."""
         text = "task factors: " + "; ".join(role.describe() for role in self.task)
         text += f" -> {self.num_latents} latents"
-        return text + "; nuisance factors: " + (", ".join(self.nuisances) or "none")
+        text += "; nuisance factors: " + (", ".join(self.nuisances) or "none")
+        for layout in dict.fromkeys(role.layout for role in self.task if role.layout):
+            names = ", ".join(role.name for role in self.task if role.layout == layout)
+            text += f"; auto ({LAYOUT_TITLES[layout]} layout): {names}"
+        return text
 
 
 class RolesError(ValueError):
-    """Role declarations that do not fit the data; `problems` holds one line each."""
+    """Role declarations that do not fit the data, one line each.
 
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
+    Each problem names the declarations at fault with their values, then what is wrong:
+    `lines(prefix)` writes their names with a prefix ("config.data.categorical = ...,
+    config.data.periodic = ...: ..."), `problems` (and the message) without.
+    """
+
+    def __init__(self, problems: Sequence[tuple[tuple[tuple[str, tuple], ...], str]]):
+        """`problems`: (((argument, its value), ...), what is wrong) each."""
+        self._problems = tuple(problems)
+        self.problems = self.lines()
         super().__init__("\n".join(self.problems))
+
+    def lines(self, prefix: str = "") -> list[str]:
+        """One line per problem, each declaration named `prefix` + its argument."""
+        return [", ".join(f"{prefix}{argument} = {value!r}" for argument, value in fields)
+                + f": {text}" for fields, text in self._problems]
 
 
 def resolve_roles(factor_names: Sequence[str], grid: Sequence[np.ndarray],
                   layout: str = "plain", *, factors: Sequence[str] = (),
-                  categorical: Sequence[str] = (AUTO,),
-                  periodic: Sequence[str] = (AUTO,)) -> Roles:
+                  categorical: Sequence[str] = (AUTO,), periodic: Sequence[str] = (AUTO,),
+                  dropped: Sequence[str] = ()) -> Roles:
     """The roles of a source's factors from their declarations (module docstring).
 
     Args:
-      factor_names: the K factor names.
+      factor_names: the K factor names, distinct and non-empty.
       grid: K sorted arrays, the distinct values of each factor (the classes of a
         categorical factor; the values a periodic factor must spread on its circle).
       layout: the data's layout, for "auto" (`LAYOUT_DEFAULTS`; others have none).
       factors: the task factors' names; () = every factor.
       categorical: names of categorical factors, or "auto".
       periodic: "name:period[:symmetry]" strings, or "auto".
+      dropped: the constant factors dropped at load (`factors.FactorDataset.dropped`):
+        a declaration naming one says so.
 
     Raises:
-      RolesError: one line per problem, each starting with the argument it is about
-        (`factors`, `categorical` or `periodic`): a name that is not a factor or not
-        a task factor, a factor declared both categorical and periodic, a malformed
-        periodic item, or a period that puts every value on one line through the
-        circle's centre (a constant cos or sin latent).
+      ValueError: factor names that are empty or repeated.
+      RolesError: one line per problem, each starting with the arguments it is about
+        (`factors`, `categorical`, `periodic`): a name that is not a factor or not a
+        task factor, a factor declared twice or both categorical and periodic, a
+        malformed periodic item, a period or symmetry that does not fit the values
+        (`periodic_fit`), or one that puts every value on one line through the
+        circle's centre (a constant cos or sin latent). A problem with a layout's
+        default names the layout.
     """
-    factor_names, problems = tuple(factor_names), []
-    listing = ", ".join(factor_names)
+    factor_names = tuple(factor_names)
+    if "" in factor_names or len(set(factor_names)) < len(factor_names):
+        raise ValueError(f"factor names must be distinct and non-empty; got {factor_names}")
+    declared = {"factors": tuple(factors), "categorical": tuple(categorical),
+                "periodic": tuple(periodic)}
+    problems, listing = [], ", ".join(factor_names)
 
-    def check_names(argument, given, names, allowed):
+    def report(text, *arguments):
+        problems.append((tuple((a, declared[a]) for a in arguments), text))
+
+    def check_names(argument, names, allowed):
         for name in names:
             if name not in factor_names:
-                problems.append(f"{argument} = {tuple(given)!r}: {name!r} is not a factor of the "
-                                f"data (factors: {listing})")
+                why = "dropped at load: constant; " if name in dropped else ""
+                report(f"{name!r} is not a factor of the data ({why}factors: {listing})",
+                       argument)
             elif name not in allowed:
-                problems.append(f"{argument} = {tuple(given)!r}: {name!r} is a nuisance factor "
-                                f"(not in factors = {tuple(factors)!r}); roles are for task "
-                                "factors")
+                report(f"{name!r} is a nuisance factor (not in factors = "
+                       f"{declared['factors']!r}); roles are for task factors", argument)
 
-    check_names("factors", factors, factors, factor_names)
+    check_names("factors", factors, factor_names)
     task_names = tuple(n for n in factor_names if not factors or n in factors)
     defaults = LAYOUT_DEFAULTS.get(layout, {"categorical": (), "periodic": ()})
-    kinds: dict[str, tuple] = {}
+    kinds: dict[str, dict] = {}     # name -> its FactorRole's kind, period, symmetry, layout
+    items: dict[str, str] = {}      # periodic name -> its declaration, as problems name it
     if AUTO in periodic:
-        for name, period, symmetry in map(parse_periodic, defaults["periodic"]):
-            kinds[name] = ("periodic", period, symmetry)
+        for item in defaults["periodic"]:
+            name, period, symmetry = parse_periodic(item)
+            kinds[name] = {"kind": "periodic", "period": period, "symmetry": symmetry,
+                           "layout": layout}
+            items[name] = f"the {LAYOUT_TITLES[layout]} layout's default {item!r} (auto)"
     if AUTO in categorical:
-        kinds.update({name: ("categorical",) for name in defaults["categorical"]})
+        kinds.update({name: {"kind": "categorical", "layout": layout}
+                      for name in defaults["categorical"]})
     kinds = {name: kind for name, kind in kinds.items() if name in task_names}
     explicit_categorical = [name for name in categorical if name != AUTO]
     explicit_periodic = []
@@ -288,33 +419,41 @@ def resolve_roles(factor_names: Sequence[str], grid: Sequence[np.ndarray],
         if item == AUTO:
             continue
         try:
-            explicit_periodic.append(parse_periodic(item))
-        except ValueError as error:
-            problems.append(f"periodic = {tuple(periodic)!r}: item {error}")
-    check_names("categorical", categorical, explicit_categorical, task_names)
-    check_names("periodic", periodic, [p[0] for p in explicit_periodic], task_names)
-    for name in set(explicit_categorical) & {p[0] for p in explicit_periodic}:
-        problems.append(f"categorical = {tuple(categorical)!r}, periodic = {tuple(periodic)!r}: "
-                        f"{name!r} is declared both categorical and periodic")
-    kinds.update({name: ("categorical",) for name in explicit_categorical})
-    kinds.update({name: ("periodic", period, symmetry)
-                  for name, period, symmetry in explicit_periodic})
+            explicit_periodic.append((item, *parse_periodic(item)))
+        except PeriodicFormatError as error:
+            report(f"item {error}", "periodic")
+    periodic_names = [name for _, name, _, _ in explicit_periodic]
+    check_names("categorical", explicit_categorical, task_names)
+    check_names("periodic", dict.fromkeys(periodic_names), task_names)
+    for name in dict.fromkeys(n for n in periodic_names if periodic_names.count(n) > 1):
+        twice = ", ".join(repr(item) for item, n, _, _ in explicit_periodic if n == name)
+        report(f"{name!r} is declared more than once ({twice}); give it one period",
+               "periodic")
+    for name in dict.fromkeys(n for n in explicit_categorical if n in periodic_names):
+        report(f"{name!r} is declared both categorical and periodic", "categorical",
+               "periodic")
+    kinds.update({name: {"kind": "categorical"} for name in explicit_categorical})
+    for item, name, period, symmetry in explicit_periodic:
+        kinds[name] = {"kind": "periodic", "period": period, "symmetry": symmetry}
+        items[name] = f"item {item!r}"
     task = []
     for column, name in enumerate(factor_names):
         if name not in task_names:
             continue
-        kind = kinds.get(name, ("continuous",))
+        kind = kinds.get(name, {"kind": "continuous"})
         values = np.asarray(grid[column], np.float64)
-        if kind[0] == "categorical":
-            task.append(FactorRole(name, column, "categorical", classes=tuple(values.tolist())))
-        elif kind[0] == "periodic":
-            role = FactorRole(name, column, "periodic", period=kind[1], symmetry=kind[2])
-            if np.any(np.ptp(role.encode(values), axis=0) < 1e-9):
-                problems.append(
-                    f"periodic = {tuple(periodic)!r}: period {kind[1]:g} with symmetry "
-                    f"{kind[2]} puts the values of {name!r} on at most two opposite points "
-                    "of the circle (a constant cos or sin latent); give its true period or "
-                    "declare it continuous")
+        if kind["kind"] == "categorical":
+            task.append(FactorRole(name, column, classes=tuple(values.tolist()), **kind))
+        elif kind["kind"] == "periodic":
+            coverage, problem = periodic_fit(name, values, kind["period"], kind["symmetry"])
+            role = FactorRole(name, column, coverage=coverage, **kind)
+            if problem is None and np.any(np.ptp(role.encode(values), axis=0) < 1e-9):
+                problem = (f"period {role.period:g} with symmetry {role.symmetry} puts the "
+                           f"values of {name!r} on at most two opposite points of the circle "
+                           "(a constant cos or sin latent); give its true period or declare "
+                           "it continuous")
+            if problem is not None:
+                report(f"{items[name]}: {problem}", "periodic")
             task.append(role)
         else:
             task.append(FactorRole(name, column))

@@ -55,7 +55,8 @@ cosine: sdis_tf.train.schedules), one `tf.function` step under `config.distribut
 (sdis_tf.train.bilevel), evaluation every `eval.every_steps` and at the end
 (disentangle_eval) over the source's rows: eval/{mcc, r, dci_d, dci_c} on all
 rows or `eval.grid_points` of them, and per task factor eval/{mcc, r, dci_d,
-dci_c}/<factor> (eval/class_acc/<factor> for a categorical one), eval/*_train
+dci_c}/<factor> (eval/class_acc/<factor> for a categorical one),
+eval/mcc_continuous (the mean of the continuous factors' MCC terms), eval/*_train
 on the training distribution, eval/ica_*, eval/loss (outer loss on held-out
 query samples of held-out tasks: the validation loss, which never looks at the
 true factors), a TensorBoard image of the single-factor sweeps; train/{loss,
@@ -112,8 +113,9 @@ class _Periodic(cs.Spec):
             return None
         try:
             roles_lib.parse_periodic(value)
-        except ValueError:
-            return f"is not a periodic declaration; allowed: {self.allowed()}"
+        except roles_lib.PeriodicFormatError as error:
+            return (f"is not a periodic declaration ({error.reason}); "
+                    f"allowed: {self.allowed()}")
         return None
 
 
@@ -286,19 +288,30 @@ def model_image_shape(image_shape: tuple, image_size: int) -> tuple[int, int, in
 
 def data_problems(config: dict, source: pipeline.ImageSource) -> list[str]:
     """Checks of `config` against the loaded source: the factor roles, image size,
-    d-dependent task fields (d latent columns), enough rows to score (at least 16, and
-    m + 2 for R's regression on all m codes)."""
+    d-dependent task fields (d latent columns), enough rows and points to score (at least
+    16, and m + 2 for R's regression on all m codes: the data set's rows,
+    eval.grid_points when not 0 and eval.train_points)."""
     size, (height, width, _) = config["data"]["image_size"], source.image_shape
     rows = len(source.factor_table)
     try:
         num_latents = factor_roles(config["data"], source).num_latents
     except roles_lib.RolesError as error:
-        return [f"config.data.{problem}" for problem in error.problems]
+        return error.lines("config.data.")
     problems = tasks_lib.schema_problems(config["tasks"], num_latents)
-    needed = max(16, (config["model"]["num_latents"] or num_latents) + 2)
+    num_codes = config["model"]["num_latents"] or num_latents
+    needed = max(16, num_codes + 2)
     if rows < needed:
         problems.append(f"config.data.path = {config['data']['path']!r} holds {rows} rows; the "
                         f"evaluation needs at least {needed} (16, and num_latents + 2 for R)")
+    codes = (f"m = config.model.num_latents = {num_codes}" if config["model"]["num_latents"]
+             else f"m = the {num_codes} latent columns, config.model.num_latents = 0")
+    for_r = f">= m + 2 = {num_codes + 2} ({codes}; R regresses each latent on all m codes)"
+    grid_points, train_points = config["eval"]["grid_points"], config["eval"]["train_points"]
+    if 0 < grid_points < num_codes + 2:
+        problems.append(f"config.eval.grid_points = {grid_points} must be 0 (every row) or "
+                        + for_r)
+    if train_points < num_codes + 2:
+        problems.append(f"config.eval.train_points = {train_points} must be " + for_r)
     if size and (height % size or width % (height // size)):
         problems.append(f"config.data.image_size = {size} must divide the images' height "
                         f"{height} (average-pooling by {height} / image_size, which must "
@@ -467,9 +480,19 @@ class DisentangleRun:
                 "num_rows": len(self.factor_table), "sweeps": [s.tolist() for s in sweeps]}
 
 
+_FACTOR_SUMMARY = {"mcc": "MCC", "r": "R", "dci_d": "DCI-D", "dci_c": "DCI-C",
+                   "mcc_train": "MCC_train"}
+_CATEGORICAL_SUMMARY = {"class_acc": "class_acc", "class_acc_train": "class_acc_train"}
+"""The per-factor scores of the printed summary, {key: label} (the second for categorical
+factors only)."""
+
+
 def format_summary(result: dict) -> str:
-    """One line: method, eps, grid MCC / R / DCI, training-distribution MCC, ICA MCC, time;
-    a second line: each task factor's grid MCC term and R (and class_acc if categorical)."""
+    """One line: method, eps, grid MCC / R / DCI, training-distribution MCC, validation
+    loss, ICA MCC, time; when some task factor is not continuous, a line with the MCC over
+    the continuous factors (grid, training distribution); then one line per task factor:
+    its role, grid MCC term, R, DCI-D, DCI-C and training-distribution MCC term (and both
+    class accuracies for a categorical factor)."""
     text = (f"{result['method']} eps={result['eps']:g} step={result['step']}: "
             f"MCC={result['eval/mcc']:.3f} R={result['eval/r']:.3f} "
             f"DCI-D={result['eval/dci_d']:.3f} DCI-C={result['eval/dci_c']:.3f} "
@@ -478,14 +501,23 @@ def format_summary(result: dict) -> str:
         text += f" ICA-MCC={result['eval/ica_mcc']:.3f}"
     text += f" time={result['elapsed']:.0f}s"
     factors = [f for f in result.get("factor_names", ()) if f"eval/mcc/{f}" in result]
-    if factors:
-        parts = []
-        for name in factors:
-            part = f"{name} {result[f'eval/mcc/{name}']:.3f}/{result[f'eval/r/{name}']:.3f}"
-            if f"eval/class_acc/{name}" in result:
-                part += f" class_acc {result[f'eval/class_acc/{name}']:.3f}"
-            parts.append(part)
-        text += "\n  per factor (grid MCC term / R): " + ", ".join(parts)
+    if not factors:
+        return text
+    roles = {name: result.get("factor_roles", {}).get(name, "continuous") for name in factors}
+    if set(roles.values()) != {"continuous"}:
+        text += ("\n  continuous factors: "
+                 f"MCC={disentangle_figures.result_mcc_continuous(result):.3f} MCC_train="
+                 f"{disentangle_figures.result_mcc_continuous(result, suffix='_train'):.3f}")
+    text += ("\n  per factor (grid MCC term, R, DCI-D, DCI-C; training-distribution MCC "
+             "term):")
+    labels = {name: f"{name} ({role})" for name, role in roles.items()}
+    width = max(map(len, labels.values()))
+    for name in factors:
+        keys = _FACTOR_SUMMARY | (_CATEGORICAL_SUMMARY if f"eval/class_acc/{name}" in result
+                                  else {})
+        scores = " ".join(f"{label}={result.get(f'eval/{key}/{name}', float('nan')):.3f}"
+                          for key, label in keys.items())
+        text += f"\n    {labels[name]:<{width}}  {scores}"
     return text
 
 

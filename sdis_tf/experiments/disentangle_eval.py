@@ -28,11 +28,15 @@ and per task factor f (`scores`), with J_f its latent columns:
                    (chance-corrected LDA accuracy from all codes, `metrics.class_decodability`)
 
 For a continuous factor these are the terms whose means are mcc, r, dci_c (and
-dci_d when m = d). The '+ ICA' baseline fits linear ICA (sdis_tf.ica, seeded
-FastICA) on the training-distribution codes and scores the unmixed grid codes:
-`ica_mcc`, `ica_r`, `ica_dci_d`, `ica_dci_c` and their per-factor terms
-(`ica_mcc/<f>`, ...); the training-distribution ones are `mcc_train`,
-`mcc_train/<f>`, .... Nuisance factors are in none of them.
+dci_d when m = d). `mcc_continuous` is the mean of the continuous factors' MCC
+terms (the function `mcc_continuous`): the MCC over the factors the
+identifiability theorem covers (= mcc when every task factor is continuous).
+The '+ ICA' baseline fits linear ICA (sdis_tf.ica, seeded FastICA) on the
+training-distribution codes and scores the unmixed grid codes:
+`ica_mcc`, `ica_r`, `ica_dci_d`, `ica_dci_c`, `ica_mcc_continuous` and their
+per-factor terms (`ica_mcc/<f>`, ...); the training-distribution ones are
+`mcc_train`, `mcc_continuous_train`, `mcc_train/<f>`, .... Nuisance factors are
+in none of them.
 
 Single-factor sweeps (paper Figs. 11-14): from a reference row, for each
 factor k the rows that differ from it in factor k only, one per value of k,
@@ -44,8 +48,9 @@ grid), closest to the grid centre (level size_k // 2 of each factor).
 
 from __future__ import annotations
 
+import contextlib
 import io
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -69,12 +74,14 @@ def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
     """Scores of codes `[N, m]` against latents z `[N, d]` (module docstring).
 
     Keys `<prefix><score><suffix>` for score in SCORES (over the d columns, as
-    `metrics.mcc`, `metrics.multiple_correlation`, `metrics.dci`), then
+    `metrics.mcc`, `metrics.multiple_correlation`, `metrics.dci`),
+    `<prefix>mcc_continuous<suffix>` (`mcc_continuous`), then
     `<prefix><score><suffix>/<factor>` for every task factor of `roles` and
     `<prefix>class_acc<suffix>/<factor>` for its categorical ones, whose class
     values `[N]` `classes` holds by name. Degenerate codes (a constant or
     non-finite column, e.g. dead units early in training) give NaN scores instead
-    of an exception; so does DCI with d or m < 2.
+    of an exception; so do R and DCI with N < m + 2 (the MCC stays defined) and
+    DCI with d or m < 2.
 
     Returns:
       the dict; with `return_matching`, also (permutation [d], signs [d]) of the MCC
@@ -83,15 +90,15 @@ def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
     # Per latent column: MCC term, R^2, D of the matched code, C; NaN where undefined.
     matched = r2 = disentanglement = completeness = np.full(z.shape[1], np.nan)
     per_code, matching = np.full(codes.shape[1], np.nan), None
-    try:
+    with contextlib.suppress(ValueError):      # degenerate codes
         matched, permutation, signs = metrics.matched_correlations(z, codes)
-        r2 = metrics.coefficients_of_determination(z, codes)
         matching = (permutation, signs)
-        per_code, completeness = metrics.dci_terms(z, codes)          # needs d, m >= 2
-        disentanglement = np.where(permutation >= 0, per_code[permutation], np.nan)
-    except ValueError:  # degenerate codes (every score NaN), or DCI with d or m < 2
-        if matching is None:
-            matched = r2
+    with contextlib.suppress(ValueError):      # degenerate codes, N < m + 2
+        r2 = metrics.coefficients_of_determination(z, codes)
+    with contextlib.suppress(ValueError):      # degenerate codes, N < m + 2, d or m < 2
+        per_code, completeness = metrics.dci_terms(z, codes)
+        if matching is not None:
+            disentanglement = np.where(permutation >= 0, per_code[permutation], np.nan)
     overall = [_mean(matched), np.mean(np.sqrt(r2)), np.mean(per_code), np.mean(completeness)]
     result = {f"{prefix}{name}{suffix}": float(v) for name, v in zip(SCORES, overall)}
     for j, role in enumerate(roles.task):
@@ -106,7 +113,25 @@ def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
             except ValueError:
                 value = float("nan")
             result[f"{prefix}class_acc{suffix}/{role.name}"] = value
+    result[f"{prefix}mcc_continuous{suffix}"] = mcc_continuous(
+        {role.name: result[f"{prefix}mcc{suffix}/{role.name}"] for role in roles.task},
+        roles.as_dict())
     return (result, matching) if return_matching else result
+
+
+def mcc_continuous(factor_mcc: Mapping[str, float], factor_roles: Mapping[str, str]) -> float:
+    """The MCC over the continuous task factors: the mean of their MCC terms (the finite
+    ones; NaN if none).
+
+    Args:
+      factor_mcc: {task factor: its MCC term} (the `mcc/<factor>` scores of `scores`).
+      factor_roles: {factor: role} as `roles.Roles.as_dict` gives it ('continuous',
+        'categorical', 'periodic:P:s', 'nuisance'); a factor it does not name counts as
+        continuous (results written before factor roles).
+    """
+    return _mean(np.array([value for name, value in factor_mcc.items()
+                           if factor_roles.get(name, "continuous") == "continuous"],
+                          np.float64))
 
 
 def _mean(values: np.ndarray) -> float:

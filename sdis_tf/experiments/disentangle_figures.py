@@ -11,9 +11,12 @@ Every folder below the root that holds a finished run (result.json +
 config.json of experiment "disentangle") is one row: its method, eps, setting
 (correlation, rho, alpha, task weight kind, block size, factor roles other
 than continuous task factors) and seed, the final scores and each task
-factor's scores (eval/<score>/<factor>, with its role; `mcc_continuous` is the
-mean of the continuous factors' MCC terms). A run with ICA scores also yields a
-"<method>+ica" row (e.g. inner-Ridge + ICA from a `ridge` run).
+factor's scores on the grid and on the training distribution
+(eval/<score>/<factor>, eval/<score>_train/<factor>, with its role;
+`mcc_continuous` is the mean of the continuous factors' MCC terms,
+`disentangle_eval.mcc_continuous`, computed from the per-factor terms for runs
+written before it was logged). A run with ICA scores also yields a
+"<method>+ica" row (e.g. inner-Ridge + ICA from a `ridge` run; grid scores only).
 
 Three model-selection rules, side by side, pick one eps per (method, setting,
 seed), then average over seeds (mean and standard deviation):
@@ -30,10 +33,13 @@ seed), then average over seeds (mean and standard deviation):
   seed); a run without codes.npz (eval.agreement_points = 0) has no agreement
   and the rule leaves it out. A "+ica" row takes its run's value: the rule
   ranks the trained encoder, whose raw codes ICA then unmixes.
-Outputs: summary.md (tables, each saying which rule it uses; per-factor tables
-for runs that have per-factor scores), mcc_vs_eps.png
-(MCC and R against eps per setting, mean over seeds), best_vs_setting.png
-(best MCC and DCI against rho / alpha, every rule).
+Outputs: summary.md (tables, each saying which rule it uses; for runs that have
+per-factor scores, per-factor tables on the grid and on the training
+distribution), mcc_vs_eps.png (MCC and R against eps per setting, mean over
+seeds), best_vs_setting.png (best MCC and DCI per setting, every rule) and, for
+runs with per-factor scores, per_factor.png (one row of panels per setting and
+rule: each task factor's grid MCC term and R per method, mean ± std over seeds;
+a categorical factor's first bar is its class accuracy, labelled so).
 """
 
 from __future__ import annotations
@@ -41,17 +47,21 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import textwrap
 
 import numpy as np
 from absl import logging
 
 from sdis_tf import metrics
+from sdis_tf.experiments import disentangle_eval
 from sdis_tf.train.rundir import (RESUMABLE_KEYS, atomic_write, config_differences,
                                   finished_runs, save_figure)
 
 SCORES = ("mcc", "r", "dci_d", "dci_c")
 FACTOR_SCORES = SCORES + ("class_acc",)
 """Per task factor (class_acc: categorical factors only)."""
+POINT_SETS = {"": "grid", "_train": "training distribution"}
+"""Suffix of a point set's keys (eval/<score><suffix>/<factor>): its name."""
 RULES = ("oracle", "val_loss", "agreement")
 RULE_TITLES = {
     "oracle": "oracle: best eps per seed by grid MCC (the paper's rule; looks at the true "
@@ -64,16 +74,28 @@ AGREEMENT_CODES = "codes.npz"
 """A run's codes of the agreement rows (written by `disentangle.DisentangleRun`)."""
 
 
-def _factor_scores(result: dict, prefix: str) -> dict:
-    """{factor: {score: value}} of a result's eval/<prefix><score>/<factor> keys, the
-    factors in the run's order (`factor_names`)."""
+def _factor_scores(result: dict, prefix: str, suffix: str = "") -> dict:
+    """{factor: {score: value}} of a result's eval/<prefix><score><suffix>/<factor> keys,
+    the factors in the run's order (`factor_names`)."""
     scores = {name: {} for name in result.get("factor_names", ())}
     for score in FACTOR_SCORES:
-        head = f"eval/{prefix}{score}/"
+        head = f"eval/{prefix}{score}{suffix}/"
         for key, value in result.items():
             if key.startswith(head):
                 scores.setdefault(key[len(head):], {})[score] = float(value)
     return {name: values for name, values in scores.items() if values}
+
+
+def result_mcc_continuous(result: dict, prefix: str = "", suffix: str = "") -> float:
+    """eval/<prefix>mcc_continuous<suffix> of a run's result; for a result written before
+    that key, `disentangle_eval.mcc_continuous` of its per-factor MCC terms and roles."""
+    key = f"eval/{prefix}mcc_continuous{suffix}"
+    if key in result:
+        return float(result[key])
+    terms = {name: values["mcc"]
+             for name, values in _factor_scores(result, prefix, suffix).items()
+             if "mcc" in values}
+    return disentangle_eval.mcc_continuous(terms, result.get("factor_roles", {}))
 
 
 def _roles_text(roles: dict) -> str:
@@ -97,14 +119,13 @@ def collect(root: str) -> list[dict]:
         for method, prefix in ((base["method"], ""), (base["method"] + "+ica", "ica_")):
             if f"eval/{prefix}mcc" not in result:
                 continue
-            factors = _factor_scores(result, prefix)
-            continuous = [v["mcc"] for name, v in factors.items()
-                          if roles.get(name, "continuous") == "continuous" and "mcc" in v]
             rows.append({**base, "method": method,
                          **{s: float(result[f"eval/{prefix}{s}"]) for s in SCORES},
-                         "factors": factors,
-                         "mcc_continuous": float(np.mean(continuous)) if continuous
-                         else float("nan")})
+                         **{f"factors{suffix}": _factor_scores(result, prefix, suffix)
+                            for suffix in POINT_SETS},
+                         **{f"mcc_continuous{suffix}": result_mcc_continuous(result, prefix,
+                                                                             suffix)
+                            for suffix in POINT_SETS}})
     return sorted(rows, key=lambda r: (r["setting"], r["method"], r["eps"], r["seed"]))
 
 
@@ -151,7 +172,8 @@ def code_agreements(runs: list[tuple[str, dict, dict]]) -> dict[str, float]:
 def select(rows: list[dict], rule: str) -> dict:
     """{(method, setting): {score: (mean, std, n_seeds), "eps": [chosen eps per seed],
     "mcc_continuous": (mean, std, n_seeds), "factors": {factor: {score: (mean, std,
-    n_seeds)}}, "roles": {factor: role}}} (NaN scores left out of the per-factor means)."""
+    n_seeds)}}, "mcc_continuous_train", "factors_train" (the same on the training
+    distribution), "roles": {factor: role}}} (NaN scores left out of the per-factor means)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}. Received: {rule!r}")
     by_seed = collections.defaultdict(list)
@@ -174,11 +196,14 @@ def select(rows: list[dict], rule: str) -> dict:
         entry = {s: (float(np.mean([b[s] for b in best])), float(np.std([b[s] for b in best])),
                      len(best)) for s in SCORES}
         entry["eps"] = [b["eps"] for b in best]
-        entry["mcc_continuous"] = _mean_std([b["mcc_continuous"] for b in best])
-        names = dict.fromkeys(name for b in best for name in b["factors"])
-        entry["factors"] = {name: {score: _mean_std([b["factors"].get(name, {}).get(score)
-                                                     for b in best])
-                                   for score in FACTOR_SCORES} for name in names}
+        for suffix in POINT_SETS:
+            factors = [b[f"factors{suffix}"] for b in best]
+            entry[f"mcc_continuous{suffix}"] = _mean_std([b[f"mcc_continuous{suffix}"]
+                                                          for b in best])
+            names = dict.fromkeys(name for scores in factors for name in scores)
+            entry[f"factors{suffix}"] = {
+                name: {score: _mean_std([scores.get(name, {}).get(score) for scores in factors])
+                       for score in FACTOR_SCORES} for name in names}
         entry["roles"] = best[0]["roles"]
         summary[key] = entry
     return summary
@@ -204,20 +229,21 @@ def _cell(statistics: tuple) -> str:
     return f"{mean:.3f} ± {std:.3f}" if count else ""
 
 
-def _factor_lines(summary: dict) -> list[str]:
-    """The per-factor table of `select`'s summary (empty if no run has per-factor scores)."""
+def _factor_lines(summary: dict, suffix: str) -> list[str]:
+    """The per-factor table of `select`'s summary on the point set of `suffix` (a key of
+    POINT_SETS; empty if no run has per-factor scores there)."""
     lines = ["| setting | method | factor | role | seeds | MCC term | R | DCI-D | DCI-C | "
              "class acc |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (method, setting), entry in sorted(summary.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         text = f"| {_setting_text(setting)} | {method}"
-        for name, scores in entry["factors"].items():
+        factors, continuous = entry[f"factors{suffix}"], entry[f"mcc_continuous{suffix}"]
+        for name, scores in factors.items():
             lines.append(f"{text} | {name} | {entry['roles'].get(name, 'continuous')} | "
                          f"{scores['mcc'][2]} | "
                          + " | ".join(_cell(scores[s]) for s in FACTOR_SCORES) + " |")
-        if entry["factors"] and entry["mcc_continuous"][2]:
+        if factors and continuous[2]:
             lines.append(f"{text} | mean of the continuous factors | | "
-                         f"{entry['mcc_continuous'][2]} | {_cell(entry['mcc_continuous'])} "
-                         "| | | | |")
+                         f"{continuous[2]} | {_cell(continuous)} | | | | |")
     return lines if len(lines) > 2 else []
 
 
@@ -245,17 +271,20 @@ def summary_markdown(rows: list[dict]) -> str:
             scores = " | ".join(f"{entry[s][0]:.3f} ± {entry[s][1]:.3f}" for s in SCORES)
             lines.append(f"| {_setting_text(setting)} | {method} | {entry['mcc'][2]} | "
                          f"{', '.join(f'{e:g}' for e in entry['eps'])} | {scores} |")
-        factor_lines = _factor_lines(summary)
-        if factor_lines:
-            lines += ["", f"### Per task factor, rule {rule} (the eps chosen above; MCC term: "
-                      "the factor's matched correlation, mean over its latent columns; "
-                      "class acc: chance-corrected LDA accuracy, categorical factors)", ""]
-            lines += factor_lines
+        for suffix, points in POINT_SETS.items():
+            factor_lines = _factor_lines(summary, suffix)
+            if factor_lines:
+                lines += ["", f"### Per task factor on the {points}, rule {rule} (the eps "
+                          "chosen above; MCC term: the factor's matched correlation, mean over "
+                          "its latent columns; class acc: chance-corrected LDA accuracy, "
+                          "categorical factors)", ""]
+                lines += factor_lines
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], out: str) -> list[str]:
-    """Writes mcc_vs_eps.png and best_vs_setting.png into `out`; returns their paths."""
+    """Writes mcc_vs_eps.png, best_vs_setting.png and, when some run has per-factor scores,
+    per_factor.png into `out`; returns their paths."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -290,14 +319,17 @@ def plot(rows: list[dict], out: str) -> list[str]:
     fig.tight_layout()
     paths = [save_figure(fig, os.path.join(out, "mcc_vs_eps.png"))]
 
-    fig, axes = plt.subplots(len(RULES), 2, figsize=(9, 3.4 * len(RULES)), squeeze=False)
+    fig, axes = plt.subplots(len(RULES), 2, figsize=(max(9.0, 2.6 * len(settings)),
+                                                     3.6 * len(RULES)), squeeze=False)
     for row_index, rule in enumerate(RULES):
         chosen = select(rows, rule)
         for method in methods:
             items = sorted((s, e) for (m, s), e in chosen.items() if m == method)
             if not items:
                 continue
-            x = [f"rho={s[1]:g} a={s[2]:g}" for s, _ in items]
+            # the whole setting (distinct settings, distinct labels), a few words a line
+            x = [textwrap.fill(_setting_text(s), 24, break_long_words=False,
+                               break_on_hyphens=False) for s, _ in items]
             axes[row_index, 0].errorbar(x, [e["mcc"][0] for _, e in items],
                                         [e["mcc"][1] for _, e in items], marker="o", label=method)
             axes[row_index, 1].plot(x, [e["dci_d"][0] for _, e in items], marker="o",
@@ -305,16 +337,70 @@ def plot(rows: list[dict], out: str) -> list[str]:
         axes[row_index, 0].set_ylabel(f"best MCC ({rule})")
         axes[row_index, 1].set_ylabel(f"DCI-D ({rule})")
         for ax in axes[row_index]:
-            ax.tick_params(axis="x", labelsize=7, rotation=30)
+            ax.tick_params(axis="x", labelsize=6)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     paths.append(save_figure(fig, os.path.join(out, "best_vs_setting.png")))
+    figure = _per_factor_figure(rows, methods)
+    if figure is not None:
+        paths.append(save_figure(figure, os.path.join(out, "per_factor.png")))
     return paths
 
 
+def _per_factor_figure(rows: list[dict], methods: list[str]):
+    """per_factor.png's figure (module docstring): one row of panels per (setting, rule)
+    with per-factor scores, the grid MCC term (a categorical factor: its class accuracy)
+    on the left and R on the right, one bar per method (mean ± std over seeds); None if no
+    run has per-factor scores."""
+    from matplotlib import pyplot as plt
+
+    groups = collections.defaultdict(dict)   # (setting, rule index): {method: select's entry}
+    for rule_index, rule in enumerate(RULES):
+        for (method, setting), entry in select(rows, rule).items():
+            if entry["factors"]:
+                groups[(setting, rule_index)][method] = entry
+    if not groups:
+        return None
+    num_factors = max(len(entry["factors"]) for entries in groups.values()
+                      for entry in entries.values())
+    fig, axes = plt.subplots(len(groups), 2, figsize=(max(8.0, 2.4 * num_factors),
+                                                      2.8 * len(groups)), squeeze=False)
+    for row_index, ((setting, rule_index), entries) in enumerate(sorted(groups.items())):
+        rule = RULES[rule_index]
+        names = list(dict.fromkeys(name for entry in entries.values()
+                                   for name in entry["factors"]))
+        categorical = {name for entry in entries.values()
+                       for name, role in entry["roles"].items() if role == "categorical"}
+        shown = ([("class_acc" if name in categorical else "mcc") for name in names],
+                 ["r"] * len(names))              # the scores of the left and right panels
+        width = 0.8 / len(entries)
+        for position, method in enumerate(m for m in methods if m in entries):
+            factors = entries[method]["factors"]
+            x = np.arange(len(names)) + (position - (len(entries) - 1) / 2) * width
+            for column, scores in enumerate(shown):
+                statistics = [factors.get(name, {}).get(score, (np.nan, np.nan, 0))
+                              for name, score in zip(names, scores)]
+                axes[row_index, column].bar(
+                    x, [mean for mean, _, _ in statistics], width,
+                    yerr=[std for _, std, _ in statistics], capsize=2, label=method,
+                    color=plt.cm.tab10(methods.index(method) % 10))
+        for ax, label, ticks in (
+                (axes[row_index, 0], "grid MCC term",
+                 [f"{name}\n(class acc)" if name in categorical else name for name in names]),
+                (axes[row_index, 1], "grid R", names)):
+            ax.set_xticks(range(len(names)), ticks, fontsize=7)
+            ax.set_ylim(0.0, 1.05)
+            ax.set_ylabel(f"{label}\n({rule})", fontsize=8)
+            ax.set_title(f"{_setting_text(setting)}, rule {rule}", fontsize=7)
+        axes[row_index, 1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
 def report(root: str, out: str | None = None) -> str:
-    """Writes summary.md, mcc_vs_eps.png and best_vs_setting.png of the runs below `root`
-    into `out` (default ROOT/figures); returns their paths, one per line.
+    """Writes summary.md, mcc_vs_eps.png, best_vs_setting.png and (runs with per-factor
+    scores) per_factor.png of the runs below `root` into `out` (default ROOT/figures);
+    returns their paths, one per line.
 
     Raises:
       FileNotFoundError: no finished disentangle run below `root`.

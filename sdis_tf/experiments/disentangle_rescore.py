@@ -42,7 +42,8 @@ def rescore(rundir: str, grid_points: int = 0, train_points: int | None = None,
     Raises:
       ValueError: `rundir` holds no disentangle config.
       config_schema.ConfigError: the config with grid_points / train_points replaced fails the
-        experiment's schema (e.g. grid_points < 0 or in 1..15, train_points < 16).
+        experiment's schema or its data (`disentangle.prepare`: e.g. grid_points < 0 or in
+        1..15, train_points < 16 or < m + 2).
       FileNotFoundError: `rundir` has no config.json or no checkpoint.
     """
     config_path = os.path.join(rundir, "config.json")
@@ -65,7 +66,8 @@ def rescore(rundir: str, grid_points: int = 0, train_points: int | None = None,
     checkpoints = os.path.join(rundir, CHECKPOINTS)
     if tf.train.latest_checkpoint(checkpoints) is None:
         raise FileNotFoundError(f"{rundir}: no checkpoint in {checkpoints}")
-    experiment = disentangle.DisentangleRun(config, tf.distribute.get_strategy())
+    source = disentangle.prepare(config)
+    experiment = disentangle.DisentangleRun(config, tf.distribute.get_strategy(), source)
     step = Checkpointer(checkpoints, model=experiment.encoder,
                         optimizer=experiment.optimizer).restore()
     start = time.monotonic()

@@ -168,6 +168,44 @@ def test_shapes3d_subset_keeps_names(tmp_path):
     assert data.factor_names == ("floor_hue", "wall_hue", "object_hue", "scale", "orientation")
 
 
+def test_labels_off_the_3d_shapes_grid_are_a_plain_file(tmp_path, caplog):
+    """'images' + 'labels' (N, 6) name the 3D Shapes layout only when the labels take 3D
+    Shapes values; a user's own labels get generic names and no layout defaults."""
+    labels = latents.grid_factors(np.array([0, 5, 60, 479_940]))
+    labels[:, 5] = [0.0, 45.0, 90.0, 135.0]                # an angle in degrees: off the grid
+    with h5py.File(tmp_path / "mine.h5", "w") as f:
+        f["images"] = np.zeros((4, 8, 8, 3), np.uint8)
+        f["labels"] = labels
+    caplog.set_level(logging.INFO, logger="absl")
+    data = factors.load_factor_dataset(tmp_path / "mine.h5")
+    assert data.layout == "plain"
+    assert data.factor_names == ("factor_0", "factor_1", "factor_2", "factor_3", "factor_5")
+    assert ("'images' and 'labels' as in 3D Shapes, but label column 5 takes 45, not a 3D "
+            "Shapes orientation") in caplog.text
+    roles = pipeline.ImageSource(data).roles()            # "auto": no periods undeclared
+    assert {role.kind for role in roles.task} == {"continuous"}
+    assert "auto" not in roles.describe()
+
+
+@pytest.mark.parametrize("names, problem", [
+    (["a", "a", "b"], "(repeated: ['a']; empty at columns: none)"),
+    (["a", "", "b"], "(repeated: none; empty at columns: [1])"),
+    (["a", " ", "a"], "(repeated: ['a']; empty at columns: [1])"),
+])
+@pytest.mark.parametrize("given", ["file", "argument"])
+def test_factor_names_must_be_distinct_and_non_empty(tmp_path, names, problem, given):
+    path = tmp_path / "named.npz"
+    values = _grid([0.0, 1.0], [2.0, 3.0], [4.0, 5.0])
+    np.savez(path, images=np.zeros((8, 2, 2), np.uint8), factors=values,
+             factor_names=np.array(names if given == "file" else ["x", "y", "z"]))
+    with pytest.raises(factors.FactorFileError) as error:
+        factors.load_factor_dataset(path, factor_names=names if given == "argument" else None)
+    text = str(error.value)
+    assert text.startswith(f"factor dataset {str(path)!r}: factor names {tuple(names)} must "
+                           f"be distinct and non-empty {problem}")
+    assert "\n" not in text
+
+
 @pytest.mark.parametrize("members, message", [
     ({"pictures": np.zeros((3, 4, 4))}, r"no images: none of \['images', 'imgs'\]"),
     ({"images": np.zeros((3, 4, 4))}, r"no factors: none of \['factors', 'labels'"),

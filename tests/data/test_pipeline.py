@@ -5,6 +5,7 @@ import pytest
 
 from sdis_tf.data import factors, pipeline
 from sdis_tf.data import latents as latents_lib
+from sdis_tf.data import roles as roles_lib
 
 
 @pytest.fixture
@@ -57,6 +58,14 @@ def _nuisance_file(path, nuisance):
     np.savez(path, images=images, factors=values, factor_names=np.array(["a", "b", "c"][
         :values.shape[1]]))
     return pipeline.image_source(str(path))
+
+
+def test_a_factor_of_the_file_dropped_as_constant_is_named_as_such(tmp_path):
+    source = _nuisance_file(tmp_path / "constant.npz", np.full(24, 7.0))
+    assert source.factor_names == ("a", "b")
+    with pytest.raises(roles_lib.RolesError, match=r"'c' is not a factor of the data "
+                                                   r"\(dropped at load: constant"):
+        source.roles(factors=("a", "c"))
 
 
 def test_a_nuisance_leaves_z_and_the_tasks_untouched_whatever_its_values(tmp_path):

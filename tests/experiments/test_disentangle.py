@@ -24,7 +24,8 @@ from sdis_tf import config_schema, experiments
 from sdis_tf.config_files import load_config
 from sdis_tf.data.latents import FACTOR_NAMES
 from sdis_tf.data.tasks import TaskBatch
-from sdis_tf.experiments import disentangle, disentangle_eval, disentangle_rescore
+from sdis_tf.experiments import (disentangle, disentangle_eval, disentangle_figures,
+                                 disentangle_rescore)
 from sdis_tf.models.conv4 import Conv4Encoder
 from sdis_tf.solvers import lasso_lambda_max, ridge_lambda_max
 from sdis_tf.train import bilevel, distribute
@@ -145,6 +146,8 @@ def test_outer_penalties_match_their_formulas():
 
 EVAL_KEYS = {f"eval/{p}{name}{s}" for name in ("mcc", "r", "dci_d", "dci_c")
              for p, s in (("", ""), ("", "_train"), ("ica_", ""))} | {"eval/loss"}
+CONTINUOUS_KEYS = {"eval/mcc_continuous", "eval/mcc_continuous_train",
+                   "eval/ica_mcc_continuous"}
 
 
 def _factor_keys(names, categorical=()):
@@ -169,10 +172,9 @@ def _records(workdir):
 def test_run_writes_every_metric_image_and_result(finished_run):
     workdir, summary = finished_run
     assert summary.startswith("lasso eps=0.1 step=4: MCC=")
-    assert "\n  per factor (grid MCC term / R): floor_hue 0." in summary
     records = _records(workdir)
     assert [r["step"] for r in records] == [0, 2, 4]
-    keys = EVAL_KEYS | _factor_keys(FACTOR_NAMES)
+    keys = EVAL_KEYS | CONTINUOUS_KEYS | _factor_keys(FACTOR_NAMES)
     assert set(records[0]) >= keys
     assert set(records[-1]) >= keys | {"train/loss", "train/grad_norm", "train/support",
                                        "train/input_wait"}
@@ -204,7 +206,38 @@ def test_run_writes_every_metric_image_and_result(finished_run):
             os.path.join(workdir, "tensorboard", events[0])):
         tags.update(v.tag for v in event.summary.value)
     assert {"eval/mcc", "eval/ica_mcc", "eval/sweeps", "train/loss"} <= tags
-    assert _factor_keys(FACTOR_NAMES) <= tags                  # one tag per factor and score
+    assert _factor_keys(FACTOR_NAMES) | CONTINUOUS_KEYS <= tags  # one tag per factor and score
+
+
+def test_mcc_continuous_is_the_mean_of_the_continuous_factors_terms(finished_run):
+    """The hues are periodic: the MCC over the continuous factors is the mean of the MCC
+    terms of scale, shape and orientation, logged on both point sets and for ICA; a result
+    without it (written before it was logged) gets the same value computed."""
+    result = _result(finished_run[0])
+    for prefix, suffix in (("", ""), ("", "_train"), ("ica_", "")):
+        key = f"eval/{prefix}mcc_continuous{suffix}"
+        terms = [result[f"eval/{prefix}mcc{suffix}/{name}"] for name in FACTOR_NAMES[3:]]
+        assert result[key] == pytest.approx(np.mean(terms), abs=1e-12)
+        assert _records(finished_run[0])[-1][key] == result[key]
+        old = {k: v for k, v in result.items() if k != key}
+        assert disentangle_figures.result_mcc_continuous(old, prefix, suffix) == \
+            pytest.approx(result[key], abs=1e-12)
+
+
+def test_summary_prints_each_factors_scores_on_one_line(finished_run):
+    summary, result = finished_run[1], _result(finished_run[0])
+    lines = summary.splitlines()
+    assert lines[1] == (f"  continuous factors: MCC={result['eval/mcc_continuous']:.3f} "
+                        f"MCC_train={result['eval/mcc_continuous_train']:.3f}")
+    assert lines[2] == ("  per factor (grid MCC term, R, DCI-D, DCI-C; training-distribution "
+                        "MCC term):")
+    assert len(lines) == 3 + len(FACTOR_NAMES)
+    for line, name in zip(lines[3:], FACTOR_NAMES):
+        role = result["factor_roles"][name]
+        scores = " ".join(f"{label}={result[f'eval/{key}/{name}']:.3f}" for key, label in (
+            ("mcc", "MCC"), ("r", "R"), ("dci_d", "DCI-D"), ("dci_c", "DCI-C"),
+            ("mcc_train", "MCC_train")))
+        assert line.startswith(f"    {name} ({role}) ") and line.endswith(f"  {scores}"), line
 
 
 def test_rescore_reproduces_the_final_evaluation_and_scores_more_rows(finished_run, tmp_path):
@@ -238,6 +271,15 @@ def test_rescore_reproduces_the_final_evaluation_and_scores_more_rows(finished_r
     with pytest.raises(config_schema.ConfigError,
                        match=r"config.eval.train_points = 3 is out of range"):
         disentangle_rescore.rescore(run, train_points=3)
+    with open(os.path.join(run, "config.json")) as f:
+        config = json.load(f)
+    config["data"]["factors"] = ["floor_hue", "colour"]
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(config_schema.ConfigError,  # the data is checked as a run checks it
+                       match=r"config.data.factors = \('floor_hue', 'colour'\): 'colour' is "
+                             "not a factor of the data"):
+        disentangle_rescore.rescore(run)
     os.makedirs(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
         disentangle_rescore.rescore(str(tmp_path / "empty"))
@@ -330,7 +372,7 @@ def _check_finished(workdir, names, num_rows, num_latents=None, categorical=()):
     records = _records(workdir)
     assert [r["step"] for r in records] == [0, 2, 4]
     factor_keys = _factor_keys(names, categorical)
-    for key in EVAL_KEYS | factor_keys:
+    for key in EVAL_KEYS | CONTINUOUS_KEYS | factor_keys:
         value = records[-1][key]
         assert isinstance(value, float) and np.isfinite(value), (key, value)
     assert {k for k in records[-1] if k.count("/") == 2} == factor_keys
@@ -348,12 +390,17 @@ def test_dsprites_npz_runs_with_one_channel_and_k5(files, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="absl")
     summary = experiments.run(_config(path=files["npz"]), workdir)
     assert summary.startswith("lasso eps=0.1 step=4: MCC=")
-    assert "shape 0." in summary and " class_acc " in summary
+    (shape,) = [line for line in summary.splitlines() if "shape (categorical)" in line]
+    assert " class_acc=0." in shape and " class_acc_train=0." in shape
+    assert "\n  continuous factors: MCC=0." in summary
     # dSprites' defaults: shape categorical (3 classes: 2 latents), orientation periodic.
-    assert ("factor roles (config.data.factors, .categorical, .periodic): task factors: shape "
-            "categorical (3 classes: 0, 1, 2; 2 latents); scale continuous; orientation "
-            f"periodic (period {2 * np.pi:g}, symmetry 1: cos, sin); posX continuous; posY "
-            "continuous -> 7 latents; nuisance factors: none") in caplog.text
+    (roles,) = [line for line in caplog.text.splitlines() if "factor roles (config.data" in line]
+    for fragment in ("factor roles (config.data.factors, .categorical, .periodic): task "
+                     "factors: shape categorical (3 classes: 0, 1, 2; 2 latents); scale "
+                     "continuous; orientation periodic (period "
+                     f"{2 * np.pi:g}, symmetry 1: cos, sin",
+                     "; posX continuous; posY continuous -> 7 latents; nuisance factors: none"):
+        assert fragment in roles, roles
     result = _check_finished(workdir, DSPRITES_NAMES[1:], 48, num_latents=7,
                              categorical=("shape",))
     # The grid is complete: each sweep runs over all the values of its factor.
@@ -389,8 +436,12 @@ def h5_run(files, tmp_path_factory):
 
 
 def test_h5_with_custom_keys_and_an_incomplete_grid(h5_run):
-    _, workdir = h5_run
+    config, workdir = h5_run
     result = _check_finished(workdir, H5_NAMES, 30)
+    # every factor continuous: the MCC over the continuous factors is the MCC, not printed
+    assert result["eval/mcc_continuous"] == pytest.approx(result["eval/mcc"], abs=1e-12)
+    summary = experiments.run(config, workdir)             # the finished run's summary
+    assert "continuous factors" not in summary and "\n    angle (continuous)  MCC=" in summary
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["data"]["images_key"] == "pictures"
     # The sweeps run through a reference row with every neighbour present: 4, 3, 3 values.
@@ -417,9 +468,10 @@ def test_h5_run_resumes_from_its_checkpoint(h5_run, tmp_path):
     ({"path": "npz", "factors": ("shape", "colour")}, "config.data.factors = ('shape', 'colour')",
      "'colour' is not a factor of the data (factors: shape, scale, orientation, posX, posY)"),
     ({"periodic": ("orientation:0",)}, "config.data.periodic = ('orientation:0',) item 0",
-     "is not a periodic declaration; allowed: 'auto' or \"name:period[:symmetry]\""),
+     "is not a periodic declaration (period 0 is not a finite number > 0); allowed: 'auto' "
+     "or \"name:period[:symmetry]\""),
     ({"path": "npz", "categorical": ("auto", "scale"), "periodic": ("scale:1",)},
-     "config.data.categorical = ('auto', 'scale'), periodic = ('scale:1',)",
+     "config.data.categorical = ('auto', 'scale'), config.data.periodic = ('scale:1',)",
      "'scale' is declared both categorical and periodic"),
     ({"path": "npz", "factors": ("scale", "posX"), "categorical": ("shape",)},
      "config.data.categorical = ('shape',)", "'shape' is a nuisance factor"),
@@ -457,6 +509,31 @@ def test_a_file_with_too_few_rows_to_score_is_a_config_error(tmp_path):
     with pytest.raises(config_schema.ConfigError, match="holds 3 rows; the evaluation needs at "
                        "least 16"):
         experiments.run(_config(path=path), str(workdir))
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("model,eval_,fragment", [
+    ({"num_latents": 20}, {"grid_points": 21},
+     "config.eval.grid_points = 21 must be 0 (every row) or >= m + 2 = 22 (m = "
+     "config.model.num_latents = 20; R regresses each latent on all m codes)"),
+    ({"num_latents": 15}, {"train_points": 16},
+     "config.eval.train_points = 16 must be >= m + 2 = 17 (m = config.model.num_latents = 15"),
+    # m = 0 follows the latent columns: 17 classes of factor 0 give 16 of them, + 1
+    ({}, {"train_points": 18}, "config.eval.train_points = 18 must be >= m + 2 = 19 (m = the "
+     "17 latent columns, config.model.num_latents = 0"),
+])
+def test_too_few_points_for_r_are_a_config_error(tmp_path, model, eval_, fragment):
+    path = str(tmp_path / "many_classes.npz")
+    levels = np.array(list(itertools.product(range(17), range(2))))
+    np.savez(path, images=_square_images(levels, 16), factors=levels,
+             factor_names=np.array(["kind", "x"]))
+    config = _config(path=path, categorical=("kind",))
+    config.model.update(model)
+    config.eval.update(eval_)
+    workdir = tmp_path / "never"
+    with pytest.raises(config_schema.ConfigError) as error:
+        experiments.run(config, str(workdir))
+    assert str(error.value).count("\n") == 1 and fragment in str(error.value), str(error.value)
     assert not workdir.exists()
 
 

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.optimize
 
 from sdis_tf import metrics
 from sdis_tf.data import latents as latents_lib
@@ -92,7 +93,8 @@ def test_per_factor_scores_against_a_hand_computation():
         "r/a": 1.0, "r/b": 1.0, "r/c": 1.0,
         "dci_d/a": 1.0, "dci_d/b": (1 + d_split) / 2, "dci_d/c": (d_split + 1) / 2,
         "dci_c/a": 1.0, "dci_c/b": (c_split + 1) / 2, "dci_c/c": (1 + c_split) / 2,
-        "class_acc/c": metrics.class_decodability(classes["c"], codes)}
+        "class_acc/c": metrics.class_decodability(classes["c"], codes),
+        "mcc_continuous": 1.0}                   # a: the only continuous factor
     assert result.keys() == expected.keys()
     for key, value in expected.items():
         assert result[key] == pytest.approx(value, abs=1e-10), key
@@ -117,7 +119,7 @@ def test_degenerate_codes_give_nan_scores():
     z = scipy.linalg.hadamard(8)[:, 1:6].astype(np.float64)
     codes = np.ones((8, 5))
     result = disentangle_eval.scores(z, codes, ROLES, {"c": np.arange(8) % 3 * 1.0})
-    assert len(result) == 4 + 4 * 3 + 1 and all(np.isnan(v) for v in result.values())
+    assert len(result) == 4 + 1 + 4 * 3 + 1 and all(np.isnan(v) for v in result.values())
     # One latent, one code: MCC and R are |corr|, DCI (entropies in base 1) is undefined.
     single = roles_lib.Roles(("a",), (roles_lib.FactorRole("a", 0),))
     result = disentangle_eval.scores(z[:, :1], z[:, :1] + 0.5 * z[:, 1:2], single)
@@ -148,4 +150,38 @@ def test_a_nuisance_leaves_the_scores_untouched_whatever_its_values():
     assert results[0] == results[1]
     assert not any(key.endswith("/c") for key in results[0])
     assert {key for key in results[0] if key.startswith("mcc")} == {
-        "mcc", "mcc/a", "mcc/b", "mcc_train", "mcc_train/a", "mcc_train/b"}
+        "mcc", "mcc/a", "mcc/b", "mcc_train", "mcc_train/a", "mcc_train/b",
+        "mcc_continuous", "mcc_continuous_train"}
+
+
+def test_the_mcc_stays_defined_when_r_and_dci_are_not():
+    """N = 6 points of m = 5 codes: R's regression on all codes (and DCI) needs N >= m + 2,
+    the MCC only correlations; it matches scipy's Hungarian matching of |corr|."""
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(6, 5))
+    codes = z @ (np.eye(5) + 0.8 * rng.normal(size=(5, 5)))
+    correlations = np.abs(np.corrcoef(z.T, codes.T)[:5, 5:])
+    rows, cols = scipy.optimize.linear_sum_assignment(-correlations)
+    continuous = roles_lib.Roles(tuple("abcde"), tuple(roles_lib.FactorRole(name, k)
+                                                      for k, name in enumerate("abcde")))
+    result, (permutation, _) = disentangle_eval.scores(z, codes, continuous,
+                                                       return_matching=True)
+    assert result["mcc"] == pytest.approx(correlations[rows, cols].mean(), abs=1e-12)
+    assert 0.5 < result["mcc"] < 0.99
+    assert result["mcc_continuous"] == pytest.approx(result["mcc"], abs=1e-12)
+    np.testing.assert_array_equal(permutation, cols)
+    for i, name in enumerate("abcde"):
+        assert result[f"mcc/{name}"] == pytest.approx(correlations[i, cols[i]], abs=1e-12)
+        assert np.isnan(result[f"r/{name}"]) and np.isnan(result[f"dci_d/{name}"])
+    assert all(np.isnan(result[k]) for k in ("r", "dci_d", "dci_c"))
+
+
+def test_mcc_continuous_averages_the_continuous_factors_terms():
+    terms = {"shape": 0.2, "scale": 0.9, "angle": 0.3, "x": 0.7, "y": float("nan")}
+    roles = {"shape": "categorical", "scale": "continuous", "angle": "periodic:1:1",
+             "y": "continuous", "bg": "nuisance"}
+    # x has no role (a result from before roles): continuous; y's NaN term (unmatched) is
+    # left out, as the MCC leaves out unmatched columns.
+    assert disentangle_eval.mcc_continuous(terms, roles) == pytest.approx(0.8)
+    assert disentangle_eval.mcc_continuous(terms, {}) == pytest.approx(0.525)
+    assert np.isnan(disentangle_eval.mcc_continuous({"shape": 0.2}, roles))

@@ -106,18 +106,23 @@ def test_methods_with_different_eps_grids_share_the_x_positions(tmp_path, monkey
     assert [t.get_text() for t in mcc_axis.get_xticklabels()] == ["0.1", "0.3"]
 
 
-def _write_factor_run(root, name, method, eps, seed, mcc, roles):
-    """A run with per-factor scores: factor i's MCC term is mcc[i]; the overall MCC their mean."""
-    _write_run(root, name, method, eps, seed, mcc=float(np.mean(mcc)), loss=eps, ica=False)
+def _write_factor_run(root, name, method, eps, seed, mcc, roles, **run_items):
+    """A run with per-factor scores, as written before eval/mcc_continuous was logged:
+    factor i's MCC term is mcc[i] on the grid and mcc[i] - 0.05 on the training
+    distribution; the overall MCC their mean."""
+    _write_run(root, name, method, eps, seed, mcc=float(np.mean(mcc)), loss=eps, ica=False,
+               **run_items)
     path = os.path.join(root, name, "result.json")
     with open(path) as f:
         result = json.load(f)
     result.update(factor_names=list(roles), factor_roles=roles)
     for (factor, role), value in zip(roles.items(), mcc):
-        result.update({f"eval/mcc/{factor}": value, f"eval/r/{factor}": 0.9,
-                       f"eval/dci_d/{factor}": 0.5, f"eval/dci_c/{factor}": 0.4})
-        if role == "categorical":
-            result[f"eval/class_acc/{factor}"] = value / 2
+        for suffix, shift in (("", 0.0), ("_train", 0.05)):
+            result.update({f"eval/mcc{suffix}/{factor}": value - shift,
+                           f"eval/r{suffix}/{factor}": 0.9, f"eval/dci_d{suffix}/{factor}": 0.5,
+                           f"eval/dci_c{suffix}/{factor}": 0.4})
+            if role == "categorical":
+                result[f"eval/class_acc{suffix}/{factor}"] = value / 2 - shift
     with open(path, "w") as f:
         json.dump(result, f)
 
@@ -133,6 +138,7 @@ def test_per_factor_tables_and_the_mean_over_continuous_factors(tmp_path):
     _write_factor_run(root, "d", "lasso", 0.3, 1, [0.4, 0.96, 0.2, 0.98], roles)
     rows = figures.collect(root)
     assert [r["mcc_continuous"] for r in rows] == pytest.approx([0.925, 0.75, 0.85, 0.97])
+    assert [r["mcc_continuous_train"] for r in rows] == pytest.approx([0.875, 0.7, 0.8, 0.92])
     assert rows[0]["setting"][-1] == "shape:categorical angle:periodic:1:1"
     oracle = figures.select(rows, "oracle")[("lasso", rows[0]["setting"])]
     assert oracle["eps"] == [0.1, 0.3]
@@ -141,12 +147,22 @@ def test_per_factor_tables_and_the_mean_over_continuous_factors(tmp_path):
     assert oracle["factors"]["shape"]["mcc"] == pytest.approx((0.3, 0.1, 2))
     assert oracle["factors"]["shape"]["class_acc"] == pytest.approx((0.15, 0.05, 2))
     assert oracle["factors"]["scale"]["class_acc"][2] == 0
+    # the training distribution's scores of the same runs (the eps the rule chose)
+    assert oracle["mcc_continuous_train"] == pytest.approx((0.8975, 0.0225, 2))
+    assert oracle["factors_train"]["shape"]["mcc"] == pytest.approx((0.25, 0.1, 2))
+    assert oracle["factors_train"]["shape"]["class_acc"] == pytest.approx((0.1, 0.05, 2))
     text = figures.summary_markdown(rows)
-    assert "### Per task factor, rule oracle" in text
-    assert "### Per task factor, rule val_loss" in text
+    for rule in ("oracle", "val_loss"):
+        for points in ("grid", "training distribution"):
+            assert f"### Per task factor on the {points}, rule {rule}" in text
+    grid, train = text.split("### Per task factor on the training distribution, rule oracle")
+    grid = grid.split("### Per task factor on the grid, rule oracle")[1]
     assert ("| lasso | shape | categorical | 2 | 0.300 ± 0.100 | 0.900 ± 0.000 | 0.500 ± 0.000 "
-            "| 0.400 ± 0.000 | 0.150 ± 0.050 |") in text
-    assert "| lasso | mean of the continuous factors | | 2 | 0.948 ± 0.022 | | | | |" in text
+            "| 0.400 ± 0.000 | 0.150 ± 0.050 |") in grid
+    assert "| lasso | mean of the continuous factors | | 2 | 0.948 ± 0.022 | | | | |" in grid
+    assert ("| lasso | shape | categorical | 2 | 0.250 ± 0.100 | 0.900 ± 0.000 | 0.500 ± 0.000 "
+            "| 0.400 ± 0.000 | 0.100 ± 0.050 |") in train
+    assert "| lasso | mean of the continuous factors | | 2 | 0.897 ± 0.022 | | | | |" in train
     # Runs without per-factor scores (or roles) have no per-factor table.
     _write_run(str(tmp_path / "old"), "e", "lasso", 0.1, 0, mcc=0.9, loss=0.2)
     assert "Per task factor" not in figures.summary_markdown(figures.collect(str(tmp_path / "old")))
@@ -198,3 +214,86 @@ def test_agreement_needs_two_seeds_on_the_same_rows(tmp_path):
     rows = figures.collect(root)
     assert all(np.isnan(r["agreement"]) for r in rows)
     assert figures.select(rows, "agreement") == {}
+
+
+def test_a_stored_mcc_continuous_is_read_and_an_old_result_gets_it_computed():
+    roles = {"shape": "categorical", "scale": "continuous", "x": "continuous"}
+    old = {"factor_names": list(roles), "factor_roles": roles, "eval/mcc/shape": 0.2,
+           "eval/mcc/scale": 0.9, "eval/mcc/x": 0.7, "eval/ica_mcc/x": 0.5}
+    assert figures.result_mcc_continuous(old) == pytest.approx(0.8)
+    assert figures.result_mcc_continuous(old, "ica_") == pytest.approx(0.5)
+    assert np.isnan(figures.result_mcc_continuous(old, suffix="_train"))
+    assert figures.result_mcc_continuous({**old, "eval/mcc_continuous": 0.75}) == 0.75
+
+
+def _drawn_figures(monkeypatch):
+    """{file name: matplotlib figure} of the figures `figures.plot` saves."""
+    drawn = {}
+    monkeypatch.setattr(figures, "save_figure",
+                        lambda fig, path: drawn.setdefault(os.path.basename(path), fig) and path)
+    return drawn
+
+
+def test_per_factor_figure_shows_each_rule_methods_factor_terms_and_r(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    roles = {"shape": "categorical", "scale": "continuous", "angle": "periodic:1:1"}
+    codes = np.random.default_rng(0).normal(size=(2, 40, 3))   # for the agreement rule
+    for seed, (lasso, ridge) in enumerate((([0.2, 0.9, 0.3], [0.1, 0.8, 0.2]),
+                                           ([0.4, 0.7, 0.5], [0.3, 0.6, 0.2]))):
+        _write_factor_run(root, f"l{seed}", "lasso", 0.1, seed, lasso, roles,
+                          codes=codes[seed])
+        _write_factor_run(root, f"r{seed}", "ridge", 0.1, seed, ridge, roles,
+                          codes=codes[seed])
+    drawn = _drawn_figures(monkeypatch)
+    paths = figures.plot(figures.collect(root), str(tmp_path / "out"))
+    assert [os.path.basename(p) for p in paths] == ["mcc_vs_eps.png", "best_vs_setting.png",
+                                                    "per_factor.png"]
+    axes = np.reshape(drawn["per_factor.png"].axes[:6], (3, 2))   # (rule, [MCC term, R])
+    for rule, (mcc_axis, r_axis) in zip(figures.RULES, axes):
+        bars = {container.get_label(): container for container in mcc_axis.containers
+                if hasattr(container, "patches")}
+        assert f"rule {rule}" in mcc_axis.get_title()
+        assert [t.get_text() for t in mcc_axis.get_xticklabels()] == [
+            "shape\n(class acc)", "scale", "angle"]
+        assert [t.get_text() for t in r_axis.get_xticklabels()] == ["shape", "scale", "angle"]
+        # mean over the seeds: shape's class acc (mcc / 2), the others' MCC terms
+        heights = {m: [p.get_height() for p in c.patches] for m, c in bars.items()}
+        assert heights["lasso"] == pytest.approx([0.15, 0.8, 0.4])
+        assert heights["ridge"] == pytest.approx([0.1, 0.7, 0.2])
+        r_heights = [p.get_height() for c in r_axis.containers if hasattr(c, "patches")
+                     for p in c.patches]
+        assert r_heights == pytest.approx([0.9] * 6)
+
+
+def test_per_factor_figure_is_listed_only_for_runs_with_per_factor_scores(tmp_path):
+    root = str(tmp_path / "old")
+    _write_run(root, "a", "lasso", 0.1, 0, mcc=0.9, loss=0.2)
+    assert "per_factor.png" not in figures.report(root)
+    root = str(tmp_path / "new")
+    _write_factor_run(root, "a", "lasso", 0.1, 0, [0.2, 0.9], {"shape": "categorical",
+                                                               "x": "continuous"})
+    printed = figures.report(root).splitlines()
+    path = os.path.join(root, "figures", "per_factor.png")
+    assert path in printed and os.path.getsize(path) > 1000
+
+
+def test_best_vs_setting_keeps_settings_that_differ_beyond_rho_and_alpha_apart(
+        tmp_path, monkeypatch):
+    root = str(tmp_path)
+    # same rho and alpha; other task weights, other factor roles
+    _write_run(root, "a", "lasso", 0.1, 0, mcc=0.9, loss=0.2, ica=False)
+    _write_run(root, "b", "lasso", 0.1, 0, mcc=0.8, loss=0.2, ica=False,
+               tasks={"kind": "laplace", "block_size": 1})
+    _write_factor_run(root, "c", "lasso", 0.1, 0, [0.2, 0.9],
+                      {"shape": "categorical", "x": "continuous"})
+    drawn = _drawn_figures(monkeypatch)
+    rows = figures.collect(root)
+    figures.plot(rows, str(tmp_path / "out"))
+    figure = drawn["best_vs_setting.png"]
+    figure.canvas.draw()
+    assert len({r["setting"] for r in rows}) == 3
+    for ax in figure.axes[:4]:          # the oracle and val_loss rows (no codes: no agreement)
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert len(set(labels)) == 3, labels
+        assert sum("w=laplace" in t for t in labels) == sum("shape:categorical" in t
+                                                            for t in labels) == 1, labels
