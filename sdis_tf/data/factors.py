@@ -358,7 +358,7 @@ def _load_h5(path, images_key, factors_key, factor_names) -> FactorDataset:
 
 def _off_shapes3d_grid(labels: np.ndarray) -> Optional[str]:
     """None if `labels` [N, 6] take only 3D Shapes grid values (`latents.factor_values`,
-    to within 1e-4 as `shapes3d` checks them), else what is off the grid."""
+    to within `shapes3d.GRID_ATOL`), else what is off the grid."""
     if labels.ndim != 2 or labels.shape[1] != len(latents_lib.FACTOR_NAMES):
         return f"the labels have shape {labels.shape}, not (N, 6)"
     for k, (name, grid) in enumerate(zip(latents_lib.FACTOR_NAMES,
@@ -366,7 +366,7 @@ def _off_shapes3d_grid(labels: np.ndarray) -> Optional[str]:
         values = np.unique(labels[:, k])
         above = np.clip(np.searchsorted(grid, values), 1, len(grid) - 1)
         distance = np.minimum(np.abs(values - grid[above - 1]), np.abs(values - grid[above]))
-        off = ~(distance <= 1e-4)                 # NaN is off the grid too
+        off = ~(distance <= shapes3d.GRID_ATOL)     # NaN is off the grid too
         if off.any():
             return (f"label column {k} takes {values[np.argmax(off)]:g}, not a 3D Shapes "
                     f"{name} {np.round(grid, 4).tolist()}")

@@ -42,10 +42,9 @@ names the factors whose roles are a layout's defaults.
 
 A period must fit the factor's values (`periodic_fit`): the values go round the
 circle at most once (max - min <= P); the symmetry, a property of the images, is
-not checked. The
-share of the circle the values cover is in the roles line: a small one often
-means a period in other units than the values (the sprite world's orientation,
-0..0.9 of a turn, declared over 2 pi covers 16%).
+not checked. The share of the circle the values cover is in the roles line: a
+small one often means a period in other units than the values (the sprite
+world's orientation, 0..0.9 of a turn, declared over 2 pi covers 16%).
 """
 
 from __future__ import annotations
@@ -373,7 +372,7 @@ def resolve_roles(factor_names: Sequence[str], grid: Sequence[np.ndarray],
       RolesError: one line per problem, each starting with the arguments it is about
         (`factors`, `categorical`, `periodic`): a name that is not a factor or not a
         task factor, a factor declared twice or both categorical and periodic, a
-        malformed periodic item, a period or symmetry that does not fit the values
+        malformed periodic item, a period the values wrap more than once
         (`periodic_fit`), or one that puts every value on one line through the
         circle's centre (a constant cos or sin latent). A problem with a layout's
         default names the layout.

@@ -42,6 +42,8 @@ HOW_TO_GET = (
     "(the folder that holds shapes3d/2.0.0). Without the file, use the procedural "
     "renderer (sdis_tf.data.render, image source 'render').")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+GRID_ATOL = 1e-4
+"""How far a file's factor value may lie from its 3D Shapes grid value (float32 labels)."""
 _TFDS_FACTORS = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 
 
@@ -196,7 +198,7 @@ def _check_factors(path, factors: np.ndarray) -> None:
     """Factor values must be the 3D Shapes grid in its order (orientation fastest)."""
     grid = latents.grid_factors()
     for k, name in enumerate(latents.FACTOR_NAMES):
-        wrong = ~np.isclose(factors[:, k], grid[:, k], rtol=0.0, atol=1e-4)
+        wrong = ~np.isclose(factors[:, k], grid[:, k], rtol=0.0, atol=GRID_ATOL)
         if wrong.any():
             row = int(np.argmax(wrong))
             raise Shapes3DFileError(
