@@ -492,7 +492,8 @@ def format_summary(result: dict) -> str:
     loss, ICA MCC, time; when some task factor is not continuous, a line with the MCC over
     the continuous factors (grid, training distribution); then one line per task factor:
     its role, grid MCC term, R, DCI-D, DCI-C and training-distribution MCC term (and both
-    class accuracies for a categorical factor)."""
+    class accuracies for a categorical factor), then the number of codes it owns on the
+    grid."""
     text = (f"{result['method']} eps={result['eps']:g} step={result['step']}: "
             f"MCC={result['eval/mcc']:.3f} R={result['eval/r']:.3f} "
             f"DCI-D={result['eval/dci_d']:.3f} DCI-C={result['eval/dci_c']:.3f} "
@@ -509,7 +510,7 @@ def format_summary(result: dict) -> str:
                  f"MCC={disentangle_figures.result_mcc_continuous(result):.3f} MCC_train="
                  f"{disentangle_figures.result_mcc_continuous(result, suffix='_train'):.3f}")
     text += ("\n  per factor (grid MCC term, R, DCI-D, DCI-C; training-distribution MCC "
-             "term):")
+             "term; codes it owns on the grid):")
     labels = {name: f"{name} ({role})" for name, role in roles.items()}
     width = max(map(len, labels.values()))
     for name in factors:
@@ -517,6 +518,8 @@ def format_summary(result: dict) -> str:
                                   else {})
         scores = " ".join(f"{label}={result.get(f'eval/{key}/{name}', float('nan')):.3f}"
                           for key, label in keys.items())
+        if f"eval/codes/{name}" in result:
+            scores += f" codes={result[f'eval/codes/{name}']:g}"
         text += f"\n    {labels[name]:<{width}}  {scores}"
     return text
 

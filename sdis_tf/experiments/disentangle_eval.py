@@ -24,6 +24,9 @@ and per task factor f (`scores`), with J_f its latent columns:
     dci_d/<f>      mean over J_f of D_j of the code j matched to column i
     dci_c/<f>      mean over J_f of the completeness C_i
                    (columns left unmatched when m < d have no MCC term nor D)
+    codes/<f>      the number of codes whose most correlated latent column is one of
+                   J_f: |J_f| when each column has a code of its own; 0 when the
+                   encoder spends no code on f (its MCC term then falls far below R)
     class_acc/<f>  categorical factors only: its classes' linear decodability
                    (chance-corrected LDA accuracy from all codes, `metrics.class_decodability`)
 
@@ -76,8 +79,8 @@ def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
     Keys `<prefix><score><suffix>` for score in SCORES (over the d columns, as
     `metrics.mcc`, `metrics.multiple_correlation`, `metrics.dci`),
     `<prefix>mcc_continuous<suffix>` (`mcc_continuous`), then
-    `<prefix><score><suffix>/<factor>` for every task factor of `roles` and
-    `<prefix>class_acc<suffix>/<factor>` for its categorical ones, whose class
+    `<prefix><score><suffix>/<factor>` and `<prefix>codes<suffix>/<factor>` for every task
+    factor of `roles` and `<prefix>class_acc<suffix>/<factor>` for its categorical ones, whose class
     values `[N]` `classes` holds by name. Degenerate codes (a constant or
     non-finite column, e.g. dead units early in training) give NaN scores instead
     of an exception; so do R and DCI with N < m + 2 (the MCC stays defined) and
@@ -90,9 +93,11 @@ def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
     # Per latent column: MCC term, R^2, D of the matched code, C; NaN where undefined.
     matched = r2 = disentanglement = completeness = np.full(z.shape[1], np.nan)
     per_code, matching = np.full(codes.shape[1], np.nan), None
+    owner = None                               # per code: its most correlated column
     with contextlib.suppress(ValueError):      # degenerate codes
         matched, permutation, signs = metrics.matched_correlations(z, codes)
         matching = (permutation, signs)
+        owner = np.argmax(np.abs(metrics.correlation_matrix(z, codes)), axis=0)
     with contextlib.suppress(ValueError):      # degenerate codes, N < m + 2
         r2 = metrics.coefficients_of_determination(z, codes)
     with contextlib.suppress(ValueError):      # degenerate codes, N < m + 2, d or m < 2
@@ -107,6 +112,8 @@ def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
                       _mean(disentanglement[group]), _mean(completeness[group])]
         result.update({f"{prefix}{name}{suffix}/{role.name}": value
                        for name, value in zip(SCORES, per_factor)})
+        result[f"{prefix}codes{suffix}/{role.name}"] = (
+            float("nan") if owner is None else float(np.isin(owner, np.flatnonzero(group)).sum()))
         if role.kind == "categorical":
             try:
                 value = metrics.class_decodability(classes[role.name], codes)

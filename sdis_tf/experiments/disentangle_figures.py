@@ -58,8 +58,9 @@ from sdis_tf.train.rundir import (RESUMABLE_KEYS, atomic_write, config_differenc
                                   finished_runs, save_figure)
 
 SCORES = ("mcc", "r", "dci_d", "dci_c")
-FACTOR_SCORES = SCORES + ("class_acc",)
-"""Per task factor (class_acc: categorical factors only)."""
+FACTOR_SCORES = SCORES + ("class_acc", "codes")
+"""Per task factor (class_acc: categorical factors only; codes: the codes it owns,
+`disentangle_eval.scores`)."""
 POINT_SETS = {"": "grid", "_train": "training distribution"}
 """Suffix of a point set's keys (eval/<score><suffix>/<factor>): its name."""
 RULES = ("oracle", "val_loss", "agreement")
@@ -233,7 +234,7 @@ def _factor_lines(summary: dict, suffix: str) -> list[str]:
     """The per-factor table of `select`'s summary on the point set of `suffix` (a key of
     POINT_SETS; empty if no run has per-factor scores there)."""
     lines = ["| setting | method | factor | role | seeds | MCC term | R | DCI-D | DCI-C | "
-             "class acc |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "class acc | codes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (method, setting), entry in sorted(summary.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         text = f"| {_setting_text(setting)} | {method}"
         factors, continuous = entry[f"factors{suffix}"], entry[f"mcc_continuous{suffix}"]
@@ -243,7 +244,7 @@ def _factor_lines(summary: dict, suffix: str) -> list[str]:
                          + " | ".join(_cell(scores[s]) for s in FACTOR_SCORES) + " |")
         if factors and continuous[2]:
             lines.append(f"{text} | mean of the continuous factors | | "
-                         f"{continuous[2]} | {_cell(continuous)} | | | | |")
+                         f"{continuous[2]} | {_cell(continuous)} | | | | | |")
     return lines if len(lines) > 2 else []
 
 
@@ -277,7 +278,8 @@ def summary_markdown(rows: list[dict]) -> str:
                 lines += ["", f"### Per task factor on the {points}, rule {rule} (the eps "
                           "chosen above; MCC term: the factor's matched correlation, mean over "
                           "its latent columns; class acc: chance-corrected LDA accuracy, "
-                          "categorical factors)", ""]
+                          "categorical factors; codes: how many codes have one of its "
+                          "latent columns as their most correlated)", ""]
                 lines += factor_lines
     return "\n".join(lines) + "\n"
 

@@ -153,8 +153,9 @@ CONTINUOUS_KEYS = {"eval/mcc_continuous", "eval/mcc_continuous_train",
 def _factor_keys(names, categorical=()):
     """The per-factor eval keys of task factors `names`."""
     keys = {f"{key}/{name}" for key in EVAL_KEYS - {"eval/loss"} for name in names}
-    return keys | {f"eval/{p}class_acc{s}/{name}" for name in categorical
-                   for p, s in (("", ""), ("", "_train"), ("ica_", ""))}
+    point_sets = (("", ""), ("", "_train"), ("ica_", ""))
+    return keys | {f"eval/{p}{score}{s}/{name}" for p, s in point_sets for name in names
+                   for score in ["codes"] + ["class_acc"] * (name in categorical)}
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,11 @@ def test_run_writes_every_metric_image_and_result(finished_run):
     for key in keys:
         value = records[-1][key]
         assert isinstance(value, float) and np.isfinite(value), (key, value)
-        assert key == "eval/loss" or 0.0 <= value <= 1.0 + 1e-9, (key, value)
+        if "codes" not in key:
+            assert key == "eval/loss" or 0.0 <= value <= 1.0 + 1e-9, (key, value)
+    for prefix, suffix in (("", ""), ("", "_train"), ("ica_", "")):   # each code owns a factor
+        owned = [records[-1][f"eval/{prefix}codes{suffix}/{name}"] for name in FACTOR_NAMES]
+        assert all(n == int(n) >= 0 for n in owned) and sum(owned) == 9, (prefix, owned)
     with open(os.path.join(workdir, "result.json")) as f:
         result = json.load(f)
     assert result["factor_names"] == list(FACTOR_NAMES) and result["num_rows"] == 480000
@@ -230,13 +235,14 @@ def test_summary_prints_each_factors_scores_on_one_line(finished_run):
     assert lines[1] == (f"  continuous factors: MCC={result['eval/mcc_continuous']:.3f} "
                         f"MCC_train={result['eval/mcc_continuous_train']:.3f}")
     assert lines[2] == ("  per factor (grid MCC term, R, DCI-D, DCI-C; training-distribution "
-                        "MCC term):")
+                        "MCC term; codes it owns on the grid):")
     assert len(lines) == 3 + len(FACTOR_NAMES)
     for line, name in zip(lines[3:], FACTOR_NAMES):
         role = result["factor_roles"][name]
         scores = " ".join(f"{label}={result[f'eval/{key}/{name}']:.3f}" for key, label in (
             ("mcc", "MCC"), ("r", "R"), ("dci_d", "DCI-D"), ("dci_c", "DCI-C"),
             ("mcc_train", "MCC_train")))
+        scores += f" codes={result[f'eval/codes/{name}']:g}"
         assert line.startswith(f"    {name} ({role}) ") and line.endswith(f"  {scores}"), line
 
 

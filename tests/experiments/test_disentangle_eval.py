@@ -94,6 +94,9 @@ def test_per_factor_scores_against_a_hand_computation():
         "dci_d/a": 1.0, "dci_d/b": (1 + d_split) / 2, "dci_d/c": (d_split + 1) / 2,
         "dci_c/a": 1.0, "dci_c/b": (c_split + 1) / 2, "dci_c/c": (1 + c_split) / 2,
         "class_acc/c": metrics.class_decodability(classes["c"], codes),
+        # Each code's most correlated column: code 1 ties z1 and z2 (both b's), code 4
+        # ties z3 and z4 (both c's).
+        "codes/a": 1.0, "codes/b": 2.0, "codes/c": 2.0,
         "mcc_continuous": 1.0}                   # a: the only continuous factor
     assert result.keys() == expected.keys()
     for key, value in expected.items():
@@ -113,19 +116,22 @@ def test_per_factor_scores_against_a_hand_computation():
     assert partial["p_mcc_s/b"] == pytest.approx(1.0, abs=1e-12)
     assert partial["p_mcc_s"] == pytest.approx((3 + half) / 4, abs=1e-12)
     assert "p_class_acc_s/c" in partial
+    # b keeps one code (z2's); a and c keep theirs.
+    assert [partial[f"p_codes_s/{f}"] for f in "abc"] == [1.0, 1.0, 2.0]
 
 
 def test_degenerate_codes_give_nan_scores():
     z = scipy.linalg.hadamard(8)[:, 1:6].astype(np.float64)
     codes = np.ones((8, 5))
     result = disentangle_eval.scores(z, codes, ROLES, {"c": np.arange(8) % 3 * 1.0})
-    assert len(result) == 4 + 1 + 4 * 3 + 1 and all(np.isnan(v) for v in result.values())
+    assert len(result) == 4 + 1 + 5 * 3 + 1 and all(np.isnan(v) for v in result.values())
     # One latent, one code: MCC and R are |corr|, DCI (entropies in base 1) is undefined.
     single = roles_lib.Roles(("a",), (roles_lib.FactorRole("a", 0),))
     result = disentangle_eval.scores(z[:, :1], z[:, :1] + 0.5 * z[:, 1:2], single)
     assert result["mcc"] == result["mcc/a"] == pytest.approx(1 / np.sqrt(1.25), abs=1e-12)
     assert result["r"] == result["r/a"] == pytest.approx(1 / np.sqrt(1.25), abs=1e-12)
     assert all(np.isnan(result[k]) for k in ("dci_d", "dci_c", "dci_d/a", "dci_c/a"))
+    assert result["codes/a"] == 1.0
 
 
 def test_a_nuisance_leaves_the_scores_untouched_whatever_its_values():

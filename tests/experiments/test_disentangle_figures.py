@@ -120,7 +120,8 @@ def _write_factor_run(root, name, method, eps, seed, mcc, roles, **run_items):
         for suffix, shift in (("", 0.0), ("_train", 0.05)):
             result.update({f"eval/mcc{suffix}/{factor}": value - shift,
                            f"eval/r{suffix}/{factor}": 0.9, f"eval/dci_d{suffix}/{factor}": 0.5,
-                           f"eval/dci_c{suffix}/{factor}": 0.4})
+                           f"eval/dci_c{suffix}/{factor}": 0.4,
+                           f"eval/codes{suffix}/{factor}": 1.0 + (role == "categorical")})
             if role == "categorical":
                 result[f"eval/class_acc{suffix}/{factor}"] = value / 2 - shift
     with open(path, "w") as f:
@@ -147,6 +148,7 @@ def test_per_factor_tables_and_the_mean_over_continuous_factors(tmp_path):
     assert oracle["factors"]["shape"]["mcc"] == pytest.approx((0.3, 0.1, 2))
     assert oracle["factors"]["shape"]["class_acc"] == pytest.approx((0.15, 0.05, 2))
     assert oracle["factors"]["scale"]["class_acc"][2] == 0
+    assert oracle["factors"]["shape"]["codes"] == pytest.approx((2.0, 0.0, 2))
     # the training distribution's scores of the same runs (the eps the rule chose)
     assert oracle["mcc_continuous_train"] == pytest.approx((0.8975, 0.0225, 2))
     assert oracle["factors_train"]["shape"]["mcc"] == pytest.approx((0.25, 0.1, 2))
@@ -158,11 +160,11 @@ def test_per_factor_tables_and_the_mean_over_continuous_factors(tmp_path):
     grid, train = text.split("### Per task factor on the training distribution, rule oracle")
     grid = grid.split("### Per task factor on the grid, rule oracle")[1]
     assert ("| lasso | shape | categorical | 2 | 0.300 ± 0.100 | 0.900 ± 0.000 | 0.500 ± 0.000 "
-            "| 0.400 ± 0.000 | 0.150 ± 0.050 |") in grid
-    assert "| lasso | mean of the continuous factors | | 2 | 0.948 ± 0.022 | | | | |" in grid
+            "| 0.400 ± 0.000 | 0.150 ± 0.050 | 2.000 ± 0.000 |") in grid
+    assert "| lasso | mean of the continuous factors | | 2 | 0.948 ± 0.022 | | | | | |" in grid
     assert ("| lasso | shape | categorical | 2 | 0.250 ± 0.100 | 0.900 ± 0.000 | 0.500 ± 0.000 "
-            "| 0.400 ± 0.000 | 0.100 ± 0.050 |") in train
-    assert "| lasso | mean of the continuous factors | | 2 | 0.897 ± 0.022 | | | | |" in train
+            "| 0.400 ± 0.000 | 0.100 ± 0.050 | 2.000 ± 0.000 |") in train
+    assert "| lasso | mean of the continuous factors | | 2 | 0.897 ± 0.022 | | | | | |" in train
     # Runs without per-factor scores (or roles) have no per-factor table.
     _write_run(str(tmp_path / "old"), "e", "lasso", 0.1, 0, mcc=0.9, loss=0.2)
     assert "Per task factor" not in figures.summary_markdown(figures.collect(str(tmp_path / "old")))
