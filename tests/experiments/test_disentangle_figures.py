@@ -192,6 +192,12 @@ def test_agreement_rule_picks_the_eps_whose_seeds_agree(tmp_path):
     assert figures.select(rows, "agreement")[("lasso", setting)]["eps"] == [0.1] * 3
     assert figures.select(rows, "val_loss")[("lasso", setting)]["eps"] == [0.01] * 3
     assert figures.select(rows, "oracle")[("lasso", setting)]["eps"] == [0.3, 0.1, 0.1]
+    # One eps for every seed, by the mean agreement of its seeds: seed 2 alone would take
+    # eps 0.01 (0.99 > 0.98), but eps 0.1's seeds agree more on average.
+    for row in rows:
+        if row["seed"] == 2:
+            row["agreement"] = {0.1: 0.98, 0.01: 0.99}.get(row["eps"], row["agreement"])
+    assert figures.select(rows, "agreement")[("lasso", setting)]["eps"] == [0.1] * 3
     figures.main([root])
     with open(os.path.join(root, "figures", "summary.md")) as f:
         text = f.read()
