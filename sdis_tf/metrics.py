@@ -146,7 +146,13 @@ def matched_correlations(z, z_hat, *, method="pearson"):
       correlation (0 when unmatched), so that `signs * z_hat[..., permutation]` is
       positively aligned with `z` column by column.
     """
-    corr = correlation_matrix(z, z_hat, method=method)
+    return match_correlations(correlation_matrix(z, z_hat, method=method))
+
+
+def match_correlations(corr):
+    """`matched_correlations` from the correlation matrix `[..., k, m]` itself
+    (`correlation_matrix`), for a caller that also needs the matrix."""
+    corr = np.asarray(corr, np.float64)
     batch_shape, (k, m) = corr.shape[:-2], corr.shape[-2:]
     flat = corr.reshape((-1, k, m))
     matched = np.full((flat.shape[0], k), np.nan)

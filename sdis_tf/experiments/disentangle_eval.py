@@ -95,9 +95,10 @@ def scores(z: np.ndarray, codes: np.ndarray, roles: roles_lib.Roles,
     per_code, matching = np.full(codes.shape[1], np.nan), None
     owner = None                               # per code: its most correlated column
     with contextlib.suppress(ValueError):      # degenerate codes
-        matched, permutation, signs = metrics.matched_correlations(z, codes)
+        corr = metrics.correlation_matrix(z, codes)
+        matched, permutation, signs = metrics.match_correlations(corr)
         matching = (permutation, signs)
-        owner = np.argmax(np.abs(metrics.correlation_matrix(z, codes)), axis=0)
+        owner = np.argmax(np.abs(corr), axis=0)
     with contextlib.suppress(ValueError):      # degenerate codes, N < m + 2
         r2 = metrics.coefficients_of_determination(z, codes)
     with contextlib.suppress(ValueError):      # degenerate codes, N < m + 2, d or m < 2
