@@ -154,8 +154,9 @@ def get_sweep(name: str, hyper) -> list[dict]:
     Not the paper's: "eps_select" (model selection without the factors, with the "cpu64"
     preset): inner-Lasso at eps in SELECT_EPS_GRID x SELECT_SEEDS under the config's own
     factor roles (15 runs), for disentangle_figures' oracle, val_loss and agreement rules.
-    "sprites" (with the "sprites" preset): inner-Lasso and inner-Ridge x SELECT_SEEDS at the
-    preset's eps (10 runs). "seeds": the command line's config x SELECT_SEEDS (5 runs).
+    "sprites" (with the "sprites" preset): inner-Lasso, inner-Ridge and the supervised
+    reference x SELECT_SEEDS at the preset's eps (15 runs). "seeds": the command line's
+    config x SELECT_SEEDS (5 runs).
     """
     if name == "seeds":
         return hyper.sweep("seed", SELECT_SEEDS)
@@ -164,7 +165,7 @@ def get_sweep(name: str, hyper) -> list[dict]:
                               hyper.sweep("eps", SELECT_EPS_GRID),
                               hyper.sweep("seed", SELECT_SEEDS)])
     if name == "sprites":
-        return hyper.product([hyper.sweep("method", ("lasso", "ridge")),
+        return hyper.product([hyper.sweep("method", ("lasso", "ridge", "supervised")),
                               hyper.sweep("seed", SELECT_SEEDS)])
     paper = hyper.fixed("data.periodic", ())
     if name == "fig4_rho_small":

@@ -8,7 +8,8 @@ support targets y and query features Q [T, q, m]:
 
 - Regression heads (`LassoHead`, `RidgeHead`): real targets y [T, n] (or
   [T, n, k], k outputs sharing one row sparsity), weights W [T, m] (or
-  [T, m, k]), predictions Q W [T, q] (or [T, q, k]).
+  [T, m, k]), predictions Q W [T, q] (or [T, q, k]). `IdentityHead` fits
+  nothing: W = I [T, m, m], targets [T, n, m], predictions Q (a supervised reference).
 - Classification heads (`SparseSVMHead`, `DenseSVMHead`, `RidgeClassifierHead`,
   `PrototypeHead`): int labels y [T, n] in [0, num_ways), weights
   W [T, m, num_ways], logits [T, q, num_ways].
@@ -321,6 +322,42 @@ class RidgeHead(RegressionHead):
         return ridge_implicit(support, targets, self.regularization(support, targets))
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class IdentityHead(Head):
+    r"""No inner problem: W_t = I, so each feature predicts its own target column.
+
+    Predictions Q_t I = Q_t: the outer loss 1/(2q) ||Y_q - Q||_F^2 trains the features
+    to regress the targets column by column (k = m outputs). With the true latents as
+    targets this is the supervised reference of the disentanglement experiment: the
+    encoder sees the factors, so its scores bound what the same encoder learns from tasks.
+    Input: (support features [T, n, m], targets [T, n, m], query features [T, q, m]).
+    Output: predictions [T, q, m] (the query features); `solve` adds W = I [T, m, m] and no
+    certificate.
+    """
+
+    TARGETS = "support targets float [T, n, m]"
+
+    def check_targets(self, targets, T, n):
+        found = _Input.of(targets)
+        if not found.fits(("float",), (T, n, None)):
+            raise ValueError(f"IdentityHead: support targets must be float [T, n, m] with "
+                             f"[T, n] = {_dims(('T', T), ('n', n))}; got {found}")
+
+    def check_inputs(self, inputs) -> None:
+        super().check_inputs(inputs)
+        m, k = _Input.of(inputs[0]).shape[-1], _Input.of(inputs[1]).shape[-1]
+        if None not in (m, k) and m != k:
+            raise ValueError(f"IdentityHead: support targets [T, n, k] need k = m = {m} "
+                             f"(one target column per feature); got k = {k}")
+
+    def fit(self, support, targets):
+        shape = tf.shape(support)
+        return tf.eye(shape[2], batch_shape=shape[:1], dtype=support.dtype), None
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[2]
+
+
 class ClassificationHead(Head):
     """Base of the classification heads: int labels in [0, num_ways), a learnable logit scale.
 
@@ -528,6 +565,7 @@ class PrototypeHead(ClassificationHead):
 HEADS: dict[str, type[Head]] = {
     "lasso": LassoHead,
     "ridge": RidgeHead,
+    "identity": IdentityHead,
     "sparse_svm": SparseSVMHead,
     "dense_svm": DenseSVMHead,
     "ridge_classifier": RidgeClassifierHead,

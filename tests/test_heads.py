@@ -15,7 +15,7 @@ CLASSIFICATION = ("sparse_svm", "dense_svm", "ridge_classifier", "proto")
 # The smallest valid fields of each registered head.
 MINIMAL = {"lasso": dict(eps=0.1), "ridge": dict(eps=0.1), "sparse_svm": dict(num_ways=3, lam1=0.1),
            "dense_svm": dict(num_ways=3), "ridge_classifier": dict(num_ways=3),
-           "proto": dict(num_ways=3)}
+           "proto": dict(num_ways=3), "identity": dict()}
 
 
 def regression_tasks(T=4, n=20, m=6, k=None, seed=0, dtype=np.float64):
@@ -37,7 +37,8 @@ def inputs_for(name, T=2, m=4, seed=0):
     support, labels, query = episodes(T=T, m=m, seed=seed)
     if name in CLASSIFICATION:
         return support, labels, query
-    return support, np.random.default_rng(seed).standard_normal(labels.shape), query
+    shape = support.shape if name == "identity" else labels.shape   # k = m targets
+    return support, np.random.default_rng(seed).standard_normal(shape), query
 
 
 def one_line_error(error_type, match, function, *args, **kwargs):
@@ -213,10 +214,12 @@ def test_every_registered_head_follows_the_contract_and_round_trips(name):
     assert type(head) is head_class
     support, targets, query = inputs_for(name)
     solution = head.solve((support, targets, query))
-    expected = (2, 6, 3) if name in CLASSIFICATION else (2, 6)
+    k = 3 if name in CLASSIFICATION else 4 if name == "identity" else None
+    expected = (2, 6) if k is None else (2, 6, k)
     assert solution.predictions.shape == expected and solution.used_features.shape == (2, 4)
-    assert solution.weights.shape == ((2, 4, 3) if name in CLASSIFICATION else (2, 4))
-    symbolic = head((keras.Input((6, 4)), keras.Input((6,), dtype=targets.dtype.name),
+    assert solution.weights.shape == ((2, 4) if k is None else (2, 4, k))
+    symbolic = head((keras.Input((6, 4)), keras.Input(targets.shape[1:],
+                                                     dtype=targets.dtype.name),
                      keras.Input((6, 4))))
     assert symbolic.shape == (None, *expected[1:])
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(head))
@@ -380,6 +383,27 @@ def test_one_hot_or_float_labels_are_one_line(name):
     one_line_error(ValueError, r"support labels must be int .*; got float64 \[2, 6\]$", head,
                    (support, labels.astype(np.float64), query))
     one_line_error(ValueError, r"inputs must be .*; got 2 inputs", head, (support, labels))
+
+
+def test_identity_head_predicts_the_query_features_and_trains_them_to_the_targets():
+    """W = I: predictions are Q itself, so the outer loss's gradient in Q is (Q - Y_q) / q."""
+    support, targets, query = inputs_for("identity")
+    head = heads.build("identity", dtype="float64")
+    solution = head.solve((support, targets, query))
+    np.testing.assert_array_equal(solution.predictions, query)
+    np.testing.assert_array_equal(solution.weights, np.broadcast_to(np.eye(4), (2, 4, 4)))
+    assert solution.certificate is None and bool(np.all(solution.used_features))
+    Q, Y = tf.constant(query), tf.constant(targets)
+    with tf.GradientTape() as tape:
+        tape.watch(Q)
+        loss = 0.5 * tf.reduce_mean(tf.square(Y - head((support, targets, Q))))
+    np.testing.assert_allclose(tape.gradient(loss, Q), (query - targets) / query.size,
+                               rtol=1e-12)
+    one_line_error(ValueError, r"IdentityHead: support targets \[T, n, k\] need k = m = 4 "
+                               r"\(one target column per feature\); got k = 3", head,
+                   (support, targets[..., :3], query))
+    one_line_error(ValueError, r"IdentityHead: support targets must be float \[T, n, m\]",
+                   head, (support, targets[..., 0], query))
 
 
 @pytest.mark.parametrize("name", ["lasso", "ridge"])

@@ -264,7 +264,7 @@ def test_model_selection_and_sprite_sweeps(tmp_path):
     runs = points.make_points(sprites, {}, points.load_sweep(sprites, "sprites"),
                               str(tmp_path / "sprites"))
     assert sorted((p.overrides["method"], p.overrides["seed"]) for p in runs) == [
-        (method, seed) for method in ("lasso", "ridge") for seed in range(5)]
+        (method, seed) for method in ("lasso", "ridge", "supervised") for seed in range(5)]
     seeds = points.make_points(config, {"eps": 0.2}, points.load_sweep(config, "seeds"),
                                str(tmp_path / "seeds"))
     assert [p.overrides for p in seeds] == [{"seed": seed} for seed in range(5)]

@@ -47,6 +47,11 @@ Methods (inner problem on the support set, outer loss on the query set):
     outer_lasso  inner: ridge with eps = head.inner_ridge_eps (smooth);
                  outer loss + eps lam_max ||W_t||_1 (lasso lam_max)   (B.3, eq. 62)
     outer_ridge  same inner; outer loss + eps lam_max/2 ||W_t||^2 (ridge lam_max)
+    supervised   no tasks, no eps: the codes regress the latents themselves, outer loss
+                 1/(2n) ||std_t(z_t) - F_t||^2 (heads.IdentityHead; std_t standardises
+                 each column over task t's samples, as TaskBatchNorm does the codes;
+                 m = d). It sees the factors: the reference for how far this encoder,
+                 trained on p_{alpha,rho}, extrapolates to the grid.
 
 "+ ICA" is not a training method: every run with `eval.ica` also reports the
 scores of its codes after linear ICA (inner-Ridge + ICA = the ica_* scores of a
@@ -94,7 +99,7 @@ from sdis_tf.solvers import lasso_lambda_max, lasso_op, ridge_lambda_max
 from sdis_tf.train import bilevel, distribute, harness, schedules
 from sdis_tf.train.rundir import atomic_write, save_figure
 
-METHODS = ("lasso", "ridge", "none", "outer_lasso", "outer_ridge")
+METHODS = ("lasso", "ridge", "none", "outer_lasso", "outer_ridge", "supervised")
 CORRELATIONS = ("harder_gauss", "gauss", "uniform")
 RENDERERS = {"": "render", "sprites": "sprites"}
 """`data.path` values that name a renderer (no file): the 3D Shapes renderer, the sprite world."""
@@ -197,6 +202,11 @@ def _cross_field(config: dict) -> list[str]:
 CONSTRAINTS = (_cross_field,)
 
 
+def run_name(method: str, eps: float) -> str:
+    """'lasso eps=0.1'; 'supervised' alone (it has no eps)."""
+    return method if method == "supervised" else f"{method} eps={eps:g}"
+
+
 def distribution_name(data: dict) -> str:
     """p_{alpha,rho} of `config.data` named as `latents.parse_distribution` reads it."""
     if data["correlation"] == "uniform":
@@ -216,6 +226,8 @@ def make_head(config: dict) -> keras.layers.Layer:
         return heads.build("ridge", lam=0.0)
     if method in ("outer_lasso", "outer_ridge"):
         return heads.build("ridge", eps=head["inner_ridge_eps"])
+    if method == "supervised":
+        return heads.build("identity")
     raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
 
 
@@ -299,6 +311,10 @@ def data_problems(config: dict, source: pipeline.ImageSource) -> list[str]:
         return error.lines("config.data.")
     problems = tasks_lib.schema_problems(config["tasks"], num_latents)
     num_codes = config["model"]["num_latents"] or num_latents
+    if config["method"] == "supervised" and num_codes != num_latents:
+        problems.append(f"config.model.num_latents = {num_codes} must be 0 or d = "
+                        f"{num_latents} (the latent columns) with config.method = "
+                        "'supervised': each code regresses one latent column")
     needed = max(16, num_codes + 2)
     if rows < needed:
         problems.append(f"config.data.path = {config['data']['path']!r} holds {rows} rows; the "
@@ -332,15 +348,29 @@ def task_batches(config: dict, source, latents, *, seed: int, num_tasks: int,
         num_steps=num_steps, task_fn=task_fn, latents=latents)
 
     def model_inputs(batch):
-        inputs = {"x_support": downsample(batch["x"], data["image_size"]),
-                  "y_support": batch["y"]}
+        y, y_query = batch["y"], batch.get("y_query")
+        if config["method"] == "supervised":
+            y, y_query = latent_targets(batch["z"], batch.get("z_query"))
+        inputs = {"x_support": downsample(batch["x"], data["image_size"]), "y_support": y}
         if num_query:
             inputs.update(x_query=downsample(batch["x_query"], data["image_size"]),
-                          y_query=batch["y_query"])
+                          y_query=y_query)
         return inputs
 
     return dataset.map(model_inputs, num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=True).prefetch(2)
+
+
+def latent_targets(z: tf.Tensor, z_query: tf.Tensor | None = None):
+    """The supervised method's targets: z [T, n, d] (and z_query [T, q, d]) standardised
+    per task and column over the task's support and query samples together, the samples
+    TaskBatchNorm normalises the codes over. Returns (y [T, n, d], y_query or None)."""
+    joint = z if z_query is None else tf.concat([z, z_query], axis=1)
+    mean, variance = tf.nn.moments(joint, axes=[1], keepdims=True)
+    standardised = (joint - mean) * tf.math.rsqrt(variance + 1e-6)
+    if z_query is None:
+        return standardised, None
+    return standardised[:, :z.shape[1]], standardised[:, z.shape[1]:]
 
 
 def _as_task_batch(inputs: dict) -> tasks_lib.TaskBatch:
@@ -375,7 +405,7 @@ class DisentangleRun:
         self.config = config
         data, seed = config["data"], config["seed"]
         source = source if source is not None else image_source(data)
-        self.name = f"{config['method']} eps={config['eps']:g}"
+        self.name = run_name(config["method"], config["eps"])
         self.total_steps, self.initial_step = config["train"]["steps"], 0
         self.eval_every_steps = config["eval"]["every_steps"]
         self.checkpoint_every_steps = config["checkpoint_every_steps"]
@@ -440,7 +470,7 @@ class DisentangleRun:
         """The sweep image (disentangle_eval.sweep_figure) of codes `sweeps`, titled."""
         values = [self.factor_table[rows, k]
                   for k, rows in zip(self.roles.task_columns, self.evaluator.sweep_indices)]
-        title = f"{self.config['method']} eps={self.config['eps']:g}: grid MCC {mcc:.3f}"
+        title = f"{self.name}: grid MCC {mcc:.3f}"
         return disentangle_eval.sweep_figure(sweeps, values, self.factor_names,
                                              self.evaluator.matching, title,
                                              latent_names=self.roles.latent_names)
@@ -488,13 +518,13 @@ factors only)."""
 
 
 def format_summary(result: dict) -> str:
-    """One line: method, eps, grid MCC / R / DCI, training-distribution MCC, validation
-    loss, ICA MCC, time; when some task factor is not continuous, a line with the MCC over
+    """One line: method and eps (`run_name`), grid MCC / R / DCI, training-distribution MCC,
+    validation loss, ICA MCC, time; when some task factor is not continuous, a line with the MCC over
     the continuous factors (grid, training distribution); then one line per task factor:
     its role, grid MCC term, R, DCI-D, DCI-C and training-distribution MCC term (and both
     class accuracies for a categorical factor), then the number of codes it owns on the
     grid."""
-    text = (f"{result['method']} eps={result['eps']:g} step={result['step']}: "
+    text = (f"{run_name(result['method'], result['eps'])} step={result['step']}: "
             f"MCC={result['eval/mcc']:.3f} R={result['eval/r']:.3f} "
             f"DCI-D={result['eval/dci_d']:.3f} DCI-C={result['eval/dci_c']:.3f} "
             f"MCC_train={result['eval/mcc_train']:.3f} val_loss={result['eval/loss']:.4f}")

@@ -150,9 +150,9 @@ class QuickstartRun:
         """(matched |corr(z_i, code_pi(i))| [m, m], MCC, R) on the eval latents `name`."""
         z, x = self.eval_latents[name]
         z, z_hat = z.numpy(), self.encoder(x, training=False).numpy()
-        score, permutation, _ = metrics.mcc(z, z_hat, return_matching=True)
-        corr = np.abs(metrics.correlation_matrix(z, z_hat))[:, permutation]
-        return corr, score, metrics.multiple_correlation(z, z_hat)
+        corr = np.abs(metrics.correlation_matrix(z, z_hat))
+        matched, permutation, _ = metrics.match_correlations(corr)
+        return corr[:, permutation], float(np.mean(matched)), metrics.multiple_correlation(z, z_hat)
 
     def evaluate(self):
         corr, score, r = self.correlations()

@@ -144,6 +144,45 @@ def test_outer_penalties_match_their_formulas():
     assert disentangle.outer_penalty("lasso", 0.3) is None
 
 
+def test_latent_targets_standardise_each_task_over_support_and_query():
+    z = tf.random.stateless_normal([3, 5, 2], [7, 7], dtype=tf.float64) * 4.0 + 1.5
+    z_query = tf.random.stateless_normal([3, 4, 2], [8, 8], dtype=tf.float64)
+    y, y_query = disentangle.latent_targets(z, z_query)
+    joint = np.concatenate([z.numpy(), z_query.numpy()], axis=1)
+    expected = (joint - joint.mean(1, keepdims=True)) / np.sqrt(joint.var(1, keepdims=True)
+                                                               + 1e-6)
+    np.testing.assert_allclose(np.concatenate([y, y_query], axis=1), expected, rtol=1e-10)
+    alone, none = disentangle.latent_targets(z)
+    assert none is None
+    np.testing.assert_allclose(alone.numpy().mean(1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(alone.numpy().std(1), 1.0, rtol=1e-6)
+
+
+def test_supervised_steps_fit_the_codes_to_the_latents():
+    """The supervised reference: the identity head turns the outer loss into the regression
+    of the (per-task standardised) targets by the codes, which a few steps lower."""
+    x = tf.random.stateless_uniform([TASKS, SAMPLES, SIZE, SIZE, 3], [3, 4])
+    quadrants = tf.concat([tf.reduce_mean(x[:, :, :SIZE // 2], axis=[2, 3]),
+                           tf.reduce_mean(x[:, :, SIZE // 2:], axis=[2, 3])], axis=-1)
+    y, _ = disentangle.latent_targets(quadrants)                # [T, n, 6] from the images
+    trainer, _ = _trainer("supervised", tf.distribute.get_strategy(), learning_rate=3e-3)
+    losses = [float(trainer.train_on_batch(TaskBatch(x, y))["loss"]) for _ in range(12)]
+    assert 0.7 < losses[0] < 1.3      # 1/2 E||y - f||^2 = 1 - corr for standardised columns
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_supervised_needs_one_code_per_latent_column(tmp_path):
+    config = _config(path="sprites", categorical=("shape",), periodic=("orientation:1",))
+    config.update(method="supervised")
+    config.model.num_latents = 5
+    workdir = tmp_path / "never"
+    with pytest.raises(config_schema.ConfigError) as error:
+        experiments.run(config, str(workdir))
+    assert ("config.model.num_latents = 5 must be 0 or d = 8 (the latent columns) with "
+            "config.method = 'supervised'") in str(error.value), str(error.value)
+    assert not workdir.exists()
+
+
 EVAL_KEYS = {f"eval/{p}{name}{s}" for name in ("mcc", "r", "dci_d", "dci_c")
              for p, s in (("", ""), ("", "_train"), ("ica_", ""))} | {"eval/loss"}
 CONTINUOUS_KEYS = {"eval/mcc_continuous", "eval/mcc_continuous_train",
