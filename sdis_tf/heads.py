@@ -326,7 +326,7 @@ class RidgeHead(RegressionHead):
 class IdentityHead(Head):
     r"""No inner problem: W_t = I, so each feature predicts its own target column.
 
-    Predictions Q_t I = Q_t: the outer loss 1/(2q) ||Y_q - Q||_F^2 trains the features
+    Predictions Q_t I = Q_t: the outer loss 1/(2qm) ||Y_q - Q||_F^2 trains the features
     to regress the targets column by column (k = m outputs). With the true latents as
     targets this is the supervised reference of the disentanglement experiment: the
     encoder sees the factors, so its scores bound what the same encoder learns from tasks.
@@ -345,7 +345,8 @@ class IdentityHead(Head):
 
     def check_inputs(self, inputs) -> None:
         super().check_inputs(inputs)
-        m, k = _Input.of(inputs[0]).shape[-1], _Input.of(inputs[1]).shape[-1]
+        support, targets = (x if hasattr(x, "shape") else np.asarray(x) for x in inputs[:2])
+        m, k = _Input.of(support).shape[-1], _Input.of(targets).shape[-1]
         if None not in (m, k) and m != k:
             raise ValueError(f"IdentityHead: support targets [T, n, k] need k = m = {m} "
                              f"(one target column per feature); got k = {k}")

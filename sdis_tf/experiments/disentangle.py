@@ -47,11 +47,11 @@ Methods (inner problem on the support set, outer loss on the query set):
     outer_lasso  inner: ridge with eps = head.inner_ridge_eps (smooth);
                  outer loss + eps lam_max ||W_t||_1 (lasso lam_max)   (B.3, eq. 62)
     outer_ridge  same inner; outer loss + eps lam_max/2 ||W_t||^2 (ridge lam_max)
-    supervised   no tasks, no eps: the codes regress the latents themselves, outer loss
-                 1/(2n) ||std_t(z_t) - F_t||^2 (heads.IdentityHead; std_t standardises
-                 each column over task t's samples, as TaskBatchNorm does the codes;
-                 m = d). It sees the factors: the reference for how far this encoder,
-                 trained on p_{alpha,rho}, extrapolates to the grid.
+    supervised   no task targets, no eps: the codes regress the latents themselves, outer
+                 loss 1/(2nd) ||std_t(z_t) - F_t||^2 (heads.IdentityHead; std_t
+                 standardises each column over task t's samples, as TaskBatchNorm does the
+                 codes in training; m = d). It sees the factors: a reference for how this
+                 encoder, trained on p_{alpha,rho}, extrapolates to the grid (not a bound).
 
 "+ ICA" is not a training method: every run with `eval.ica` also reports the
 scores of its codes after linear ICA (inner-Ridge + ICA = the ica_* scores of a
@@ -519,8 +519,8 @@ factors only)."""
 
 def format_summary(result: dict) -> str:
     """One line: method and eps (`run_name`), grid MCC / R / DCI, training-distribution MCC,
-    validation loss, ICA MCC, time; when some task factor is not continuous, a line with the MCC over
-    the continuous factors (grid, training distribution); then one line per task factor:
+    validation loss, ICA MCC, time; when some task factor is not continuous, a line with the
+    MCC over the continuous factors (grid, training distribution); then one line per task factor:
     its role, grid MCC term, R, DCI-D, DCI-C and training-distribution MCC term (and both
     class accuracies for a categorical factor), then the number of codes it owns on the
     grid."""

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from sdis_tf import config_schema, experiments
 from sdis_tf.config_files import load_config
+from sdis_tf.data import pipeline
 from sdis_tf.data.latents import FACTOR_NAMES
 from sdis_tf.data.tasks import TaskBatch
 from sdis_tf.experiments import (disentangle, disentangle_eval, disentangle_figures,
@@ -169,6 +170,29 @@ def test_supervised_steps_fit_the_codes_to_the_latents():
     losses = [float(trainer.train_on_batch(TaskBatch(x, y))["loss"]) for _ in range(12)]
     assert 0.7 < losses[0] < 1.3      # 1/2 E||y - f||^2 = 1 - corr for standardised columns
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+def test_supervised_targets_are_the_standardised_latents_of_each_batch():
+    """The supervised method's y_support / y_query are `latent_targets` of the pipeline's z /
+    z_query, support and query standardised together (a lasso run's are the task targets)."""
+    config = _config(path="sprites", categorical=("shape",), periodic=("orientation:1",),
+                     num_query=3).to_dict()
+    config["method"] = "supervised"
+    source = disentangle.prepare(config)
+    latents = source.default_latents(1.0, disentangle.factor_roles(config["data"], source))
+    batches = lambda config: next(iter(disentangle.task_batches(  # noqa: E731
+        config, source, latents, seed=3, num_tasks=2, num_query=3, num_steps=1)))
+    raw = next(iter(pipeline.task_batches(
+        source, num_tasks=2, num_samples=config["data"]["num_samples"], num_query=3,
+        distribution=disentangle.distribution_name(config["data"]), seed=3, num_steps=1,
+        latents=latents)))
+    y, y_query = disentangle.latent_targets(raw["z"], raw["z_query"])
+    supervised = batches(config)
+    assert supervised["y_support"].shape == (2, config["data"]["num_samples"], 8)
+    np.testing.assert_allclose(supervised["y_support"], y, rtol=1e-6)
+    np.testing.assert_allclose(supervised["y_query"], y_query, rtol=1e-6)
+    lasso = batches({**config, "method": "lasso"})
+    np.testing.assert_allclose(lasso["y_support"], raw["y"], rtol=1e-6)
 
 
 def test_supervised_needs_one_code_per_latent_column(tmp_path):
