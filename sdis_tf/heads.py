@@ -329,7 +329,7 @@ class IdentityHead(Head):
     Predictions Q_t I = Q_t: the outer loss 1/(2qm) ||Y_q - Q||_F^2 trains the features
     to regress the targets column by column (k = m outputs). With the true latents as
     targets this is the supervised reference of the disentanglement experiment: the
-    encoder sees the factors, so its scores bound what the same encoder learns from tasks.
+    encoder sees the factors (a reference for an encoder trained from tasks, not a bound).
     Input: (support features [T, n, m], targets [T, n, m], query features [T, q, m]).
     Output: predictions [T, q, m] (the query features); `solve` adds W = I [T, m, m] and no
     certificate.

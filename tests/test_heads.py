@@ -386,7 +386,8 @@ def test_one_hot_or_float_labels_are_one_line(name):
 
 
 def test_identity_head_predicts_the_query_features_and_trains_them_to_the_targets():
-    """W = I: predictions are Q itself, so the outer loss's gradient in Q is (Q - Y_q) / q."""
+    """W = I: predictions are Q itself, so the mean squared loss's gradient in Q is
+    (Q - Y_q) / Q.size."""
     support, targets, query = inputs_for("identity")
     head = heads.build("identity", dtype="float64")
     solution = head.solve((support, targets, query))
